@@ -1,0 +1,115 @@
+package agent
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tokend/tokend/cluster"
+	"github.com/tokend/tokend/tokens"
+)
+
+// Defaults for a production agent. The addresses are loopback so that an
+// agent started without flags exposes nothing.
+const (
+	DefaultHTTPAddr   = "127.0.0.1:8550"
+	DefaultRaftAddr   = "127.0.0.1:8551"
+	DefaultGossipAddr = "127.0.0.1:8552"
+	// DevSocketPath is where `tokend agent --dev` listens.
+	DevSocketPath = "/tmp/tokend-dev.sock"
+	// maxSocketPath is the longest path a unix socket may have on Linux.
+	maxSocketPath = 107
+)
+
+// Config is an agent's configuration; flag names mirror the fields.
+type Config struct {
+	NodeName        string
+	DataDir         string
+	HTTPAddr        string
+	RaftAddr        string
+	GossipAddr      string
+	SocketPath      string
+	Join            []string
+	BootstrapExpect int
+	Region          string
+	Zone            string
+	NonVoter        bool
+	MaxVoters       int
+	// DeadServerTimeout is how long a failed server keeps its Raft seat.
+	DeadServerTimeout time.Duration
+	// Dev runs a single in-memory agent that bootstraps itself.
+	Dev bool
+	// Timing overrides cluster.DefaultTiming (tests use FastTiming).
+	Timing cluster.Timing
+	// ReportCommitWait is how long a report request waits for its change
+	// to commit before answering 202 and leaving it to the retry queue.
+	ReportCommitWait time.Duration
+	Logger           hclog.Logger
+}
+
+// normalize fills in defaults and checks what cannot be right.
+func (c *Config) normalize() error {
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if c.NodeName == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("no --node given and no hostname: %w", err)
+		}
+		c.NodeName = strings.ToLower(host)
+	}
+	if c.Dev {
+		if c.HTTPAddr == "" {
+			c.HTTPAddr = DefaultHTTPAddr
+		}
+		if c.RaftAddr == "" {
+			c.RaftAddr = "127.0.0.1:0"
+		}
+		if c.GossipAddr == "" {
+			c.GossipAddr = "127.0.0.1:0"
+		}
+		if c.SocketPath == "" {
+			c.SocketPath = DevSocketPath
+		}
+		if c.BootstrapExpect == 0 && len(c.Join) == 0 {
+			c.BootstrapExpect = 1
+		}
+		if c.Timing == (cluster.Timing{}) {
+			c.Timing = cluster.FastTiming()
+		}
+	} else if c.DataDir == "" {
+		return fmt.Errorf("--data-dir is required (or run a throwaway agent with --dev)")
+	}
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = DefaultHTTPAddr
+	}
+	if c.RaftAddr == "" {
+		c.RaftAddr = DefaultRaftAddr
+	}
+	if c.GossipAddr == "" {
+		c.GossipAddr = DefaultGossipAddr
+	}
+	if c.SocketPath == "" {
+		c.SocketPath = filepath.Join(c.DataDir, "tokend.sock")
+	}
+	if len(c.SocketPath) > maxSocketPath {
+		return fmt.Errorf("unix socket path %q is %d bytes, over the limit of %d: set a shorter --socket", c.SocketPath, len(c.SocketPath), maxSocketPath)
+	}
+	if !tokens.ValidName(c.NodeName) {
+		return fmt.Errorf("node name %q is invalid: it must match %s", c.NodeName, tokens.NamePatternString)
+	}
+	for _, v := range []struct{ what, s string }{{"region", c.Region}, {"zone", c.Zone}} {
+		if v.s != "" && !tokens.ValidName(v.s) {
+			return fmt.Errorf("%s %q is invalid: it must match %s", v.what, v.s, tokens.NamePatternString)
+		}
+	}
+	if c.ReportCommitWait == 0 {
+		c.ReportCommitWait = 2 * time.Second
+	}
+	return nil
+}

@@ -1,0 +1,56 @@
+// Package api serves tokend's HTTP API. The same handler serves the TCP
+// listener and the unix socket. Reads are answered from the agent's local
+// state and never wait for Raft; writes go through the Backend, which commits
+// them (forwarding to the leader when needed) before the handler answers.
+package api
+
+import (
+	"context"
+	"time"
+
+	"github.com/tokend/tokend/tokens"
+)
+
+// Backend is what the API needs from the agent.
+type Backend interface {
+	// View returns a consistent read of the replicated state and this
+	// agent's overlay; it never blocks.
+	View() View
+	// Freshness says how current the local state is.
+	Freshness() Freshness
+
+	ApplyPool(ctx context.Context, p tokens.Pool) (uint64, error)
+	DeletePool(ctx context.Context, name string, force bool) (uint64, error)
+	// AddToken fills in the token's id and returns it with the index.
+	AddToken(ctx context.Context, t tokens.Token) (string, uint64, error)
+	RemoveToken(ctx context.Context, pool, id string) (uint64, error)
+	// Report applies a report locally at once and commits any change.
+	Report(ctx context.Context, pool, id string, outcome tokens.Outcome, retryAfter time.Duration) (ReportResponse, error)
+
+	Health() AgentHealth
+	Leader() Leader
+	Peers() ([]Peer, error)
+	Members() []Member
+}
+
+// View is one immutable version of the state as this agent sees it.
+type View interface {
+	Pools() []*tokens.Pool
+	Pool(name string) (*tokens.Pool, []*tokens.Token, bool)
+	// Select picks the token to serve from a pool.
+	Select(pool string, exclude []string) (*tokens.Token, error)
+	// Health is a token's health with this agent's overlay applied.
+	Health(t *tokens.Token) tokens.Health
+	// Eligible reports whether this agent would serve t now.
+	Eligible(t *tokens.Token) bool
+	Now() time.Time
+}
+
+// Freshness is how current an agent's state is.
+type Freshness struct {
+	AppliedIndex uint64
+	KnownLeader  bool
+	// LastContact is the time since the leader was last heard from: 0 on
+	// the leader, negative if never.
+	LastContact time.Duration
+}

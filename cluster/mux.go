@@ -1,0 +1,140 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// Raft and the agent-to-agent RPC (forwarded writes, status) share one TCP
+// port. The first byte of every connection says which protocol follows, as in
+// Consul's RPC port.
+const (
+	protoRaft byte = 1
+	protoRPC  byte = 2
+)
+
+// muxHandshakeTimeout bounds how long an accepted connection may take to send
+// its protocol byte, so a silent client cannot hold a goroutine forever.
+const muxHandshakeTimeout = 5 * time.Second
+
+var errMuxClosed = errors.New("listener closed")
+
+// mux accepts connections on one listener and routes them by protocol byte.
+type mux struct {
+	ln     net.Listener
+	logger hclog.Logger
+	raft   *subListener
+	rpc    *subListener
+	done   chan struct{}
+	once   sync.Once
+}
+
+func newMux(ln net.Listener, logger hclog.Logger) *mux {
+	m := &mux{ln: ln, logger: logger, done: make(chan struct{})}
+	m.raft = &subListener{m: m, conns: make(chan net.Conn), proto: protoRaft}
+	m.rpc = &subListener{m: m, conns: make(chan net.Conn), proto: protoRPC}
+	go m.serve()
+	return m
+}
+
+func (m *mux) serve() {
+	for {
+		conn, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.done:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			m.logger.Error("accept failed; no more raft or rpc connections will be accepted", "error", err)
+			return
+		}
+		go m.route(conn)
+	}
+}
+
+func (m *mux) route(conn net.Conn) {
+	_ = conn.SetReadDeadline(time.Now().Add(muxHandshakeTimeout))
+	var b [1]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		conn.Close()
+		return
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	var dst *subListener
+	switch b[0] {
+	case protoRaft:
+		dst = m.raft
+	case protoRPC:
+		dst = m.rpc
+	default:
+		m.logger.Warn("dropping connection with unknown protocol byte", "remote", conn.RemoteAddr(), "byte", b[0])
+		conn.Close()
+		return
+	}
+	select {
+	case dst.conns <- conn:
+	case <-m.done:
+		conn.Close()
+	}
+}
+
+func (m *mux) Close() error {
+	var err error
+	m.once.Do(func() {
+		close(m.done)
+		err = m.ln.Close()
+	})
+	return err
+}
+
+// subListener is the net.Listener for one protocol. Closing it is a no-op:
+// the mux owns the real listener and closes it once both users are done.
+type subListener struct {
+	m     *mux
+	conns chan net.Conn
+	proto byte
+}
+
+func (l *subListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.m.done:
+		return nil, errMuxClosed
+	}
+}
+
+func (l *subListener) Close() error   { return nil }
+func (l *subListener) Addr() net.Addr { return l.m.ln.Addr() }
+
+// dial connects to a peer's mux and announces proto.
+func dial(address string, proto byte, timeout time.Duration) (net.Conn, error) {
+	conn, err := net.DialTimeout("tcp", address, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := conn.Write([]byte{proto}); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("write protocol byte to %s: %w", address, err)
+	}
+	return conn, nil
+}
+
+// raftLayer is the raft.StreamLayer over the mux.
+type raftLayer struct{ *subListener }
+
+func (l raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return dial(string(address), protoRaft, timeout)
+}

@@ -1,0 +1,158 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	"github.com/tokend/tokend/tokens"
+)
+
+// The agent-to-agent RPC is HTTP/1.1 over the mux's RPC protocol byte, so it
+// shares the Raft port (and, later, its TLS) and gets keep-alive and
+// deadlines from net/http.
+
+const maxRPCEntry = 4 << 20
+
+type applyResponse struct {
+	Index uint64    `json:"index"`
+	Error *rpcError `json:"error,omitempty"`
+}
+
+type rpcError struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// statusResponse is what one server tells another about itself.
+type statusResponse struct {
+	ID           string `json:"id"`
+	HasState     bool   `json:"has_state"`
+	Term         uint64 `json:"term"`
+	LastIndex    uint64 `json:"last_index"`
+	AppliedIndex uint64 `json:"applied_index"`
+	LeaderID     string `json:"leader_id"`
+	// BootstrapCandidates are the servers this one would bootstrap with.
+	BootstrapCandidates []string `json:"bootstrap_candidates,omitempty"`
+}
+
+func (c *Cluster) setupRPC() {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /rpc/apply", c.handleApply)
+	mux.HandleFunc("GET /rpc/status", c.handleStatus)
+	c.rpcServer = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          c.logger.Named("rpc").StandardLogger(nil),
+	}
+	go func() { _ = c.rpcServer.Serve(c.mux.rpc) }()
+	c.rpcClient = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
+			timeout := 5 * time.Second
+			if d, ok := ctx.Deadline(); ok {
+				timeout = time.Until(d)
+			}
+			return dial(addr, protoRPC, timeout)
+		},
+		MaxIdleConnsPerHost: 4,
+		IdleConnTimeout:     time.Minute,
+	}}
+}
+
+// handleApply commits a write forwarded by a follower. It never forwards
+// again: a write that reaches a non-leader fails, and the follower reports it.
+func (c *Cluster) handleApply(w http.ResponseWriter, r *http.Request) {
+	entry, err := io.ReadAll(io.LimitReader(r.Body, maxRPCEntry+1))
+	var resp applyResponse
+	switch {
+	case err != nil:
+		resp.Error = &rpcError{Code: tokens.CodeUnavailable, Message: "read forwarded entry: " + err.Error()}
+	case len(entry) > maxRPCEntry:
+		resp.Error = &rpcError{Code: tokens.CodeInvalid, Message: "forwarded entry is too large"}
+	case !c.IsLeader():
+		resp.Error = &rpcError{Code: tokens.CodeNoLeader, Message: "the forwarded write reached a server that is no longer the leader"}
+	default:
+		ctx, cancel := context.WithTimeout(r.Context(), c.cfg.Timing.ApplyTimeout)
+		defer cancel()
+		resp.Index, err = c.applyLocal(ctx, entry)
+		if err != nil {
+			e := tokens.AsError(err)
+			resp.Error = &rpcError{Code: e.Code, Message: e.Message}
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
+}
+
+func (c *Cluster) handleStatus(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(c.status())
+}
+
+func (c *Cluster) status() statusResponse {
+	_, leader := c.raft.LeaderWithID()
+	var candidates []string
+	if c.cfg.BootstrapExpect > 0 {
+		_, candidates, _ = c.bootstrapCandidates()
+	}
+	return statusResponse{
+		BootstrapCandidates: candidates,
+		ID:                  c.cfg.NodeID,
+		HasState:            c.hasState(),
+		Term:                c.raft.CurrentTerm(),
+		LastIndex:           c.raft.LastIndex(),
+		AppliedIndex:        c.sm.AppliedIndex(),
+		LeaderID:            string(leader),
+	}
+}
+
+// hasState reports whether this server belongs to a cluster already: it has
+// a Raft configuration or log entries.
+func (c *Cluster) hasState() bool {
+	if c.raft.LastIndex() > 0 {
+		return true
+	}
+	f := c.raft.GetConfiguration()
+	return f.Error() == nil && len(f.Configuration().Servers) > 0
+}
+
+func (c *Cluster) forwardApply(ctx context.Context, leaderAddr string, entry []byte) (uint64, error) {
+	var resp applyResponse
+	if err := c.rpc(ctx, http.MethodPost, leaderAddr, "/rpc/apply", entry, &resp); err != nil {
+		return 0, tokens.Errorf(tokens.CodeNoLeader, "forward the write to the leader at %s: %v; it may or may not have been applied", leaderAddr, err)
+	}
+	if resp.Error != nil {
+		e := tokens.Errorf(resp.Error.Code, "%s", resp.Error.Message)
+		return resp.Index, e
+	}
+	return resp.Index, nil
+}
+
+func (c *Cluster) fetchStatus(ctx context.Context, addr raft.ServerAddress) (statusResponse, error) {
+	var s statusResponse
+	err := c.rpc(ctx, http.MethodGet, string(addr), "/rpc/status", nil, &s)
+	return s, err
+}
+
+func (c *Cluster) rpc(ctx context.Context, method, addr, path string, body []byte, out any) error {
+	req, err := http.NewRequestWithContext(ctx, method, "http://"+addr+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := c.rpcClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s %s: status %d", method, path, resp.StatusCode)
+	}
+	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
+}

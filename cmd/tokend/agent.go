@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
+
+	"github.com/tokend/tokend/agent"
+	"github.com/tokend/tokend/cluster"
+)
+
+func newAgentCmd() *cobra.Command {
+	var (
+		cfg      agent.Config
+		logLevel string
+		logJSON  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run a tokend agent",
+		Long: `Run a tokend agent. With --dev, a single agent that keeps everything in
+memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketPath + `.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			level := hclog.LevelFromString(logLevel)
+			if level == hclog.NoLevel {
+				return fmt.Errorf("--log-level %q is not one of trace, debug, info, warn, error", logLevel)
+			}
+			cfg.Logger = hclog.New(&hclog.LoggerOptions{
+				Name:       "tokend",
+				Level:      level,
+				JSONFormat: logJSON,
+				Output:     os.Stderr,
+			})
+			return runAgent(cmd, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.NodeName, "node", "", "node name, unique in the cluster (default: the hostname)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for Raft data and the node id (required unless --dev)")
+	f.StringVar(&cfg.HTTPAddr, "http-addr", "", "host:port for the HTTP API (default "+agent.DefaultHTTPAddr+")")
+	f.StringVar(&cfg.RaftAddr, "raft-addr", "", "IP:port for Raft and agent-to-agent RPC (default "+agent.DefaultRaftAddr+")")
+	f.StringVar(&cfg.GossipAddr, "gossip-addr", "", "IP:port for gossip, TCP and UDP (default "+agent.DefaultGossipAddr+")")
+	f.StringVar(&cfg.SocketPath, "socket", "", "unix socket for the local API (default <data-dir>/tokend.sock)")
+	f.StringArrayVar(&cfg.Join, "join", nil, "gossip address of a member to join; repeatable; retried until one answers")
+	f.IntVar(&cfg.BootstrapExpect, "bootstrap-expect", 0, "number of servers to wait for before bootstrapping a new cluster")
+	f.StringVar(&cfg.Region, "region", "", "region this agent runs in")
+	f.StringVar(&cfg.Zone, "zone", "", "zone this agent runs in")
+	f.BoolVar(&cfg.Dev, "dev", false, "run a single in-memory dev agent that needs nothing else")
+	f.BoolVar(&cfg.NonVoter, "non-voter", false, "replicate and serve, but never vote in Raft")
+	f.IntVar(&cfg.MaxVoters, "max-voters", cluster.DefaultMaxVoters, "most servers the leader promotes to voters")
+	f.DurationVar(&cfg.DeadServerTimeout, "dead-server-timeout", cluster.DefaultDeadServerTimeout, "how long a server must be failed before the leader removes it from Raft")
+	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
+	f.BoolVar(&logJSON, "log-json", false, "log as JSON")
+	return cmd
+}
+
+func runAgent(cmd *cobra.Command, cfg agent.Config) error {
+	// Files the agent creates (Raft data, node id) are for its user only.
+	unix.Umask(0o077)
+	a, err := agent.New(cfg)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if cfg.Dev {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := a.WaitForLeader(ctx)
+		cancel()
+		if err != nil {
+			_ = a.Shutdown(context.Background())
+			return err
+		}
+		fmt.Fprintf(out, `tokend dev agent is ready. Data is kept in memory and lost when it stops.
+
+    HTTP API:    http://%s
+    unix socket: %s
+
+    export TOKEND_ADDR=http://%s
+    tokend pool apply pool.json     # or: curl -X PUT http://%s/v1/pools/github -d '{}'
+
+`, a.HTTPAddr(), a.SocketPath(), a.HTTPAddr(), a.HTTPAddr())
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	var runErr error
+	select {
+	case sig := <-sigs:
+		cfg.Logger.Info("shutting down", "signal", sig.String())
+	case runErr = <-a.Err():
+		cfg.Logger.Error("shutting down after a fatal error", "error", runErr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Shutdown(ctx); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}

@@ -1,0 +1,221 @@
+// Package fsm is tokend's replicated state machine. Apply is deterministic:
+// every time, id and generation comes from the proposer inside the command,
+// so that every agent, and every replay of the log, reaches the same state.
+package fsm
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime/debug"
+	"sync/atomic"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tokend/tokend/tokens"
+)
+
+// FSM applies committed log entries to the state.
+type FSM struct {
+	logger  hclog.Logger
+	state   atomic.Pointer[State]
+	applied atomic.Uint64
+}
+
+// New returns an FSM holding empty state.
+func New(logger hclog.Logger) *FSM {
+	f := &FSM{logger: logger}
+	f.state.Store(emptyState())
+	return f
+}
+
+// State returns the current state. It never blocks, and the State it returns
+// never changes.
+func (f *FSM) State() *State { return f.state.Load() }
+
+// AppliedIndex is the index of the last log entry Apply has finished with,
+// whether it was accepted or rejected.
+func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
+
+// Apply applies the log entry at index. A non-nil error is a rejection: the
+// same on every agent, returned to the proposer, and leaving the state as it
+// was. An entry that cannot be decoded, or whose application panics, is
+// rejected rather than crashing every agent at once.
+func (f *FSM) Apply(index uint64, entry []byte) (err error) {
+	defer f.applied.Store(index)
+	defer func() {
+		if r := recover(); r != nil {
+			f.logger.Error("log entry panicked in apply; rejected", "index", index, "panic", r, "stack", string(debug.Stack()))
+			err = tokens.Errorf(tokens.CodeInvalid, "log entry %d could not be applied", index)
+		}
+	}()
+	if len(entry) == 0 {
+		return f.corrupt(index, 0, fmt.Errorf("empty entry"))
+	}
+	t, body := MessageType(entry[0]), entry[1:]
+	var apply func(*State, uint64, []byte) (*State, error)
+	switch t {
+	case PoolUpsertType:
+		apply = applyPoolUpsert
+	case PoolDeleteType:
+		apply = applyPoolDelete
+	case TokenAddType:
+		apply = applyTokenAdd
+	case TokenRemoveType:
+		apply = applyTokenRemove
+	case TokenReportType:
+		apply = f.applyTokenReport
+	default:
+		if t&IgnoreUnknownTypeFlag != 0 {
+			f.logger.Warn("ignoring log entry of unknown type; an agent is newer than this one", "index", index, "type", uint8(t))
+			return nil
+		}
+		return f.corrupt(index, t, fmt.Errorf("unknown command type %d", uint8(t)))
+	}
+	next, err := apply(f.state.Load(), index, body)
+	var decodeErr *decodeError
+	switch {
+	case errors.As(err, &decodeErr):
+		return f.corrupt(index, t, decodeErr.err)
+	case err != nil:
+		return err
+	}
+	f.state.Store(next)
+	return nil
+}
+
+func (f *FSM) corrupt(index uint64, t MessageType, err error) error {
+	f.logger.Error("rejecting log entry that cannot be decoded", "index", index, "type", t.String(), "error", err)
+	return tokens.Errorf(tokens.CodeInvalid, "log entry %d (%s) is malformed", index, t)
+}
+
+type decodeError struct{ err error }
+
+func (e *decodeError) Error() string { return e.err.Error() }
+
+func decode(body []byte, v any) error {
+	if err := json.Unmarshal(body, v); err != nil {
+		return &decodeError{err}
+	}
+	return nil
+}
+
+func applyPoolUpsert(s *State, index uint64, body []byte) (*State, error) {
+	var req PoolUpsertRequest
+	if err := decode(body, &req); err != nil {
+		return nil, err
+	}
+	p := req.Pool
+	if err := p.Normalize(); err != nil {
+		return nil, err
+	}
+	p.UpdatedAt, p.ModifyIndex = req.At, index
+	ps := &PoolState{Pool: &p}
+	if old, ok := s.pools[p.Name]; ok {
+		p.CreatedAt, p.CreateIndex = old.Pool.CreatedAt, old.Pool.CreateIndex
+		ps.Tokens = old.Tokens
+	} else {
+		p.CreatedAt, p.CreateIndex = req.At, index
+	}
+	return s.withPool(p.Name, ps), nil
+}
+
+func applyPoolDelete(s *State, _ uint64, body []byte) (*State, error) {
+	var req PoolDeleteRequest
+	if err := decode(body, &req); err != nil {
+		return nil, err
+	}
+	ps, ok := s.pools[req.Name]
+	if !ok {
+		return nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", req.Name)
+	}
+	if n := len(ps.Tokens); n > 0 && !req.Force {
+		return nil, tokens.Errorf(tokens.CodeConflict, "pool %q still holds %d tokens: remove them first, or delete with force", req.Name, n)
+	}
+	return s.withPool(req.Name, nil), nil
+}
+
+func applyTokenAdd(s *State, index uint64, body []byte) (*State, error) {
+	var req TokenAddRequest
+	if err := decode(body, &req); err != nil {
+		return nil, err
+	}
+	t := req.Token
+	if err := t.Validate(req.At); err != nil {
+		return nil, err
+	}
+	ps, ok := s.pools[t.Pool]
+	if !ok {
+		return nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", t.Pool)
+	}
+	if t.Fingerprint == "" {
+		return nil, tokens.Errorf(tokens.CodeInvalid, "token has no fingerprint")
+	}
+	for _, old := range ps.Tokens {
+		switch {
+		case old.ID == t.ID:
+			return nil, tokens.Errorf(tokens.CodeConflict, "token %q already exists in pool %q", t.ID, t.Pool)
+		case old.Fingerprint == t.Fingerprint:
+			return nil, tokens.Errorf(tokens.CodeConflict, "pool %q already holds this value as token %q", t.Pool, old.ID)
+		}
+	}
+	if len(ps.Tokens) >= tokens.MaxTokensPerPool {
+		return nil, tokens.Errorf(tokens.CodeConflict, "pool %q is full: it holds %d tokens", t.Pool, len(ps.Tokens))
+	}
+	t.Lifecycle = tokens.LifecycleActive
+	t.Health = tokens.Health{State: tokens.Healthy, Since: req.At}
+	t.CreatedAt, t.CreateIndex, t.ModifyIndex = req.At, index, index
+	return s.withPool(t.Pool, ps.withToken(&t)), nil
+}
+
+func applyTokenRemove(s *State, _ uint64, body []byte) (*State, error) {
+	var req TokenRemoveRequest
+	if err := decode(body, &req); err != nil {
+		return nil, err
+	}
+	ps, ok := s.pools[req.Pool]
+	if !ok {
+		return nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", req.Pool)
+	}
+	i := ps.indexOf(req.ID)
+	if i < 0 {
+		return nil, tokens.Errorf(tokens.CodeTokenNotFound, "token %q does not exist in pool %q", req.ID, req.Pool)
+	}
+	return s.withPool(req.Pool, ps.withoutToken(i)), nil
+}
+
+// applyTokenReport applies each report with tokens.Transition. Reports for
+// tokens that are gone, or that change nothing, are skipped: they raced with
+// another write and are not errors.
+func (f *FSM) applyTokenReport(s *State, index uint64, body []byte) (*State, error) {
+	var req TokenReportRequest
+	if err := decode(body, &req); err != nil {
+		return nil, err
+	}
+	for _, r := range req.Reports {
+		if _, err := tokens.ParseOutcome(string(r.Outcome)); err != nil {
+			return nil, err
+		}
+	}
+	next := s
+	for _, r := range req.Reports {
+		ps, ok := next.pools[r.Pool]
+		if !ok {
+			continue
+		}
+		i := ps.indexOf(r.TokenID)
+		if i < 0 {
+			continue
+		}
+		old := ps.Tokens[i]
+		h, changed := tokens.Transition(old.Health, r)
+		if !changed {
+			continue
+		}
+		t := *old
+		t.Health, t.ModifyIndex = h, index
+		next = next.withPool(r.Pool, ps.withToken(&t))
+		f.logger.Debug("token health changed", "pool", r.Pool, "token", r.TokenID, "from", old.Health.State, "to", h.State, "reason", h.Reason, "reporter", r.Reporter, "index", index)
+	}
+	return next, nil
+}

@@ -1,0 +1,144 @@
+package fsm
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/tokend/tokend/tokens"
+)
+
+// Snapshot format: one JSON header line, then one JSON record per line, then
+// an end record that proves the stream was not cut short. The version only
+// ever goes up; Restore refuses a version it does not know rather than
+// guessing and losing state.
+const (
+	snapshotFormat  = "tokend-state"
+	snapshotVersion = 1
+)
+
+type snapshotHeader struct {
+	Format       string `json:"format"`
+	Version      int    `json:"version"`
+	AppliedIndex uint64 `json:"applied_index"`
+}
+
+const (
+	recordPool  = "pool"
+	recordToken = "token"
+	recordEnd   = "end"
+)
+
+type snapshotRecord struct {
+	Type  string        `json:"type"`
+	Pool  *tokens.Pool  `json:"pool,omitempty"`
+	Token *tokens.Token `json:"token,omitempty"`
+	// Count, on the end record, is the number of records before it.
+	Count int `json:"count,omitempty"`
+}
+
+// Snapshot captures the current state. It is a pointer copy: the work is
+// done by WriteTo, which may run while Apply goes on.
+func (f *FSM) Snapshot() (io.WriterTo, error) {
+	return &snapshot{state: f.state.Load(), applied: f.applied.Load()}, nil
+}
+
+type snapshot struct {
+	state   *State
+	applied uint64
+}
+
+func (s *snapshot) WriteTo(w io.Writer) (int64, error) {
+	bw := bufio.NewWriter(w)
+	cw := &countingWriter{w: bw}
+	enc := json.NewEncoder(cw)
+	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Version: snapshotVersion, AppliedIndex: s.applied}); err != nil {
+		return cw.n, err
+	}
+	count := 0
+	for _, ps := range s.state.Pools() {
+		if err := enc.Encode(snapshotRecord{Type: recordPool, Pool: ps.Pool}); err != nil {
+			return cw.n, err
+		}
+		count++
+		for _, t := range ps.Tokens {
+			if err := enc.Encode(snapshotRecord{Type: recordToken, Token: t}); err != nil {
+				return cw.n, err
+			}
+			count++
+		}
+	}
+	if err := enc.Encode(snapshotRecord{Type: recordEnd, Count: count}); err != nil {
+		return cw.n, err
+	}
+	err := bw.Flush()
+	return cw.n, err
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// Restore replaces the whole state with the snapshot read from r. On error the
+// current state is kept.
+func (f *FSM) Restore(r io.Reader) error {
+	dec := json.NewDecoder(bufio.NewReader(r))
+	var h snapshotHeader
+	if err := dec.Decode(&h); err != nil {
+		return fmt.Errorf("read snapshot header: %w", err)
+	}
+	if h.Format != snapshotFormat {
+		return fmt.Errorf("not a tokend snapshot (format %q)", h.Format)
+	}
+	if h.Version > snapshotVersion || h.Version < 1 {
+		return fmt.Errorf("snapshot version %d is not supported by this agent (it reads version %d): upgrade the agent", h.Version, snapshotVersion)
+	}
+	next := emptyState()
+	for count := 0; ; count++ {
+		var rec snapshotRecord
+		if err := dec.Decode(&rec); err != nil {
+			if errors.Is(err, io.EOF) {
+				return fmt.Errorf("snapshot ends after %d records without an end record: it is truncated", count)
+			}
+			return fmt.Errorf("read snapshot record %d: %w", count, err)
+		}
+		switch rec.Type {
+		case recordPool:
+			if rec.Pool == nil || !tokens.ValidName(rec.Pool.Name) {
+				return fmt.Errorf("snapshot record %d: pool record without a valid pool", count)
+			}
+			next.pools[rec.Pool.Name] = &PoolState{Pool: rec.Pool}
+		case recordToken:
+			if rec.Token == nil {
+				return fmt.Errorf("snapshot record %d: token record without a token", count)
+			}
+			ps, ok := next.pools[rec.Token.Pool]
+			if !ok {
+				return fmt.Errorf("snapshot record %d: token %q belongs to pool %q, which the snapshot has not defined", count, rec.Token.ID, rec.Token.Pool)
+			}
+			ps.Tokens = append(ps.Tokens, rec.Token)
+		case recordEnd:
+			if rec.Count != count {
+				return fmt.Errorf("snapshot end record counts %d records, read %d", rec.Count, count)
+			}
+			for _, ps := range next.pools {
+				slices.SortFunc(ps.Tokens, compareTokens)
+			}
+			f.state.Store(next)
+			f.applied.Store(h.AppliedIndex)
+			return nil
+		default:
+			return fmt.Errorf("snapshot record %d has unknown type %q", count, rec.Type)
+		}
+	}
+}

@@ -1,0 +1,27 @@
+package tokens
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+)
+
+// Secret holds a credential. It formats as "[redacted]" so a secret that
+// strays into a log line or an error message does not leak; its bytes are
+// reachable only through Reveal.
+type Secret []byte
+
+const redacted = "[redacted]"
+
+func (s Secret) String() string   { return redacted }
+func (s Secret) GoString() string { return redacted }
+
+// Reveal returns the secret's value. Call it only where the value is meant
+// to leave the process: the token fetch response.
+func (s Secret) Reveal() string { return string(s) }
+
+// Fingerprint identifies a value without revealing it, so duplicates can be
+// detected after the value is sealed.
+func Fingerprint(value []byte) string {
+	sum := sha256.Sum256(value)
+	return hex.EncodeToString(sum[:16])
+}

@@ -1,0 +1,111 @@
+// Package tokens is the domain of tokend: pools, tokens, their health, and the
+// pure rules that pick a token to serve. It depends on the standard library
+// only, takes the time as an argument, and never does I/O.
+//
+// The JSON field names of Pool and Token are part of the replicated state's
+// encoding (Raft log and snapshots): rename a field and old entries no longer
+// decode into it.
+package tokens
+
+import "time"
+
+// SelectionPolicy chooses among a pool's eligible tokens.
+type SelectionPolicy string
+
+const (
+	// SelectPriority serves the token with the lowest priority number; the
+	// rest are backups. The default.
+	SelectPriority SelectionPolicy = "priority"
+	// SelectRoundRobin spreads fetches over every eligible token in turn.
+	SelectRoundRobin SelectionPolicy = "round_robin"
+)
+
+// Lifecycle is where a token is in its life; it changes only through Raft.
+type Lifecycle string
+
+const (
+	LifecycleActive   Lifecycle = "active"
+	LifecycleRetiring Lifecycle = "retiring"
+	LifecycleRevoked  Lifecycle = "revoked"
+)
+
+// HealthState says whether a token may be served.
+type HealthState string
+
+const (
+	Healthy  HealthState = "healthy"
+	Degraded HealthState = "degraded"
+	Cooldown HealthState = "cooldown"
+	Failed   HealthState = "failed"
+)
+
+// Health is a token's health and why it is so.
+type Health struct {
+	State  HealthState `json:"state"`
+	Reason string      `json:"reason,omitempty"`
+	// Since is when the token entered State.
+	Since time.Time `json:"since,omitzero"`
+	// Until ends a cooldown. A cooldown whose Until has passed is healthy
+	// again without any write.
+	Until    time.Time `json:"until,omitzero"`
+	Reporter string    `json:"reporter,omitempty"`
+}
+
+// ProviderType names how a pool's tokens are issued.
+type ProviderType string
+
+// ProviderStatic: operators add tokens; tokend tracks and fails over.
+const ProviderStatic ProviderType = "static"
+
+// Provider configures how a pool's tokens are issued.
+type Provider struct {
+	Type ProviderType `json:"type"`
+}
+
+// Pool is a named set of interchangeable tokens for one upstream API.
+type Pool struct {
+	Name       string            `json:"name"`
+	Selection  SelectionPolicy   `json:"selection"`
+	MinHealthy int               `json:"min_healthy"`
+	Provider   Provider          `json:"provider"`
+	Labels     map[string]string `json:"labels,omitempty"`
+
+	CreatedAt   time.Time `json:"created_at"`
+	UpdatedAt   time.Time `json:"updated_at"`
+	CreateIndex uint64    `json:"create_index"`
+	ModifyIndex uint64    `json:"modify_index"`
+}
+
+// Token is one separately issued credential in a pool. Values reachable from
+// the replicated state are shared by concurrent readers and never mutated;
+// a change makes a new Token.
+type Token struct {
+	ID    string `json:"id"`
+	Pool  string `json:"pool"`
+	Value Secret `json:"value"`
+	// Fingerprint detects a value added twice without comparing secrets.
+	Fingerprint string `json:"fingerprint"`
+	// Priority orders tokens for the priority policy: lower is preferred.
+	Priority  int               `json:"priority"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	ExpiresAt time.Time         `json:"expires_at,omitzero"`
+	NotBefore time.Time         `json:"not_before,omitzero"`
+	Lifecycle Lifecycle         `json:"lifecycle"`
+	Health    Health            `json:"health"`
+
+	CreatedAt   time.Time `json:"created_at"`
+	CreateIndex uint64    `json:"create_index"`
+	ModifyIndex uint64    `json:"modify_index"`
+}
+
+// Less orders tokens the way the priority policy prefers them: lower
+// priority first, then older first, then by id so the order is total.
+func Less(a, b *Token) bool {
+	if a.Priority != b.Priority {
+		return a.Priority < b.Priority
+	}
+	if a.CreateIndex != b.CreateIndex {
+		return a.CreateIndex < b.CreateIndex
+	}
+	return a.ID < b.ID
+}
