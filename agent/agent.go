@@ -181,6 +181,10 @@ func (a *Agent) GossipAddr() string { return a.cluster.GossipAddr() }
 // IsLeader reports whether this agent leads the cluster.
 func (a *Agent) IsLeader() bool { return a.cluster.IsLeader() }
 
+// LeaderID returns the Raft server id and address of the leader this agent
+// knows, empty if none.
+func (a *Agent) LeaderID() (id, raftAddr string) { return a.cluster.Leader() }
+
 // WaitForLeader blocks until the cluster has a leader this agent knows.
 func (a *Agent) WaitForLeader(ctx context.Context) error {
 	t := time.NewTicker(10 * time.Millisecond)

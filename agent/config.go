@@ -21,6 +21,9 @@ const (
 	DefaultGossipAddr = "127.0.0.1:8552"
 	// DevSocketPath is where `tokend agent --dev` listens.
 	DevSocketPath = "/tmp/tokend-dev.sock"
+	// DefaultMaxVoters and DefaultDeadServerTimeout are the cluster's.
+	DefaultMaxVoters         = cluster.DefaultMaxVoters
+	DefaultDeadServerTimeout = cluster.DefaultDeadServerTimeout
 	// maxSocketPath is the longest path a unix socket may have on Linux.
 	maxSocketPath = 107
 )

@@ -88,9 +88,8 @@ func (s *server) deletePool(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if _, _, ok := s.b.View().Pool(name); !ok {
-		return poolNotFound(name)
-	}
+	// The state machine decides whether the pool exists: this agent's
+	// state may lag the leader's.
 	index, err := s.b.DeletePool(r.Context(), name, force)
 	if err != nil {
 		return err
@@ -170,9 +169,6 @@ func (s *server) addToken(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
 	}
-	if _, _, ok := s.b.View().Pool(name); !ok {
-		return poolNotFound(name)
-	}
 	t := tokens.Token{Pool: name, Value: tokens.Secret(req.Value), Priority: req.Priority, Labels: req.Labels}
 	if req.ExpiresAt != nil {
 		t.ExpiresAt = *req.ExpiresAt
@@ -198,15 +194,22 @@ func (s *server) addToken(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) removeToken(w http.ResponseWriter, r *http.Request) error {
-	_, t, err := s.lookupToken(w, r)
+	pool, err := pathName(r, "pool", "pool")
 	if err != nil {
 		return err
 	}
-	index, err := s.b.RemoveToken(r.Context(), t.Pool, t.ID)
+	id, err := pathName(r, "id", "token")
 	if err != nil {
 		return err
 	}
-	s.logger.Info("token removed", "pool", t.Pool, "token", t.ID, "index", index)
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	index, err := s.b.RemoveToken(r.Context(), pool, id)
+	if err != nil {
+		return err
+	}
+	s.logger.Info("token removed", "pool", pool, "token", id, "index", index)
 	setIndex(w, index)
 	writeJSON(w, http.StatusOK, WriteResponse{Index: index})
 	return nil

@@ -257,14 +257,14 @@ func (c *Cluster) Freshness() (applied uint64, knownLeader bool, lastContact tim
 func (c *Cluster) Apply(ctx context.Context, entry []byte) (uint64, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timing.ApplyTimeout)
 	defer cancel()
+	addr, err := c.waitForLeader(ctx)
+	if err != nil {
+		return 0, err
+	}
 	if c.IsLeader() {
 		return c.applyLocal(ctx, entry)
 	}
-	addr, _ := c.raft.LeaderWithID()
-	if addr == "" {
-		return 0, errNoLeader()
-	}
-	index, err := c.forwardApply(ctx, string(addr), entry)
+	index, err := c.forwardApply(ctx, addr, entry)
 	if err != nil || index == 0 {
 		return index, err
 	}
@@ -272,6 +272,27 @@ func (c *Cluster) Apply(ctx context.Context, entry []byte) (uint64, error) {
 		return index, tokens.Errorf(tokens.CodeUnavailable, "write committed at index %d, but this agent has not applied it yet: %v", index, err)
 	}
 	return index, nil
+}
+
+// waitForLeader returns the leader's address, waiting up to LeaderWait for
+// an election to finish.
+func (c *Cluster) waitForLeader(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timing.LeaderWait)
+	defer cancel()
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if addr, _ := c.raft.LeaderWithID(); addr != "" {
+			return string(addr), nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", errNoLeader()
+		case <-c.shutdownCh:
+			return "", tokens.Errorf(tokens.CodeUnavailable, "the agent is shutting down")
+		case <-t.C:
+		}
+	}
 }
 
 func (c *Cluster) applyLocal(ctx context.Context, entry []byte) (uint64, error) {

@@ -72,6 +72,9 @@ type Timing struct {
 	JoinRetry time.Duration
 	// ApplyTimeout bounds a write, forwarded or not.
 	ApplyTimeout time.Duration
+	// LeaderWait is how long a write waits for a leader to be elected
+	// before it fails with no_leader, so writes ride out an election.
+	LeaderWait time.Duration
 }
 
 // DefaultTiming is for production: hashicorp/raft's and memberlist's LAN
@@ -91,6 +94,7 @@ func DefaultTiming() Timing {
 		ServerStabilization: 10 * time.Second,
 		JoinRetry:           5 * time.Second,
 		ApplyTimeout:        10 * time.Second,
+		LeaderWait:          5 * time.Second,
 	}
 }
 
@@ -111,6 +115,7 @@ func FastTiming() Timing {
 		ServerStabilization: 300 * time.Millisecond,
 		JoinRetry:           100 * time.Millisecond,
 		ApplyTimeout:        5 * time.Second,
+		LeaderWait:          time.Second,
 	}
 }
 

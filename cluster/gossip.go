@@ -91,12 +91,6 @@ func (t *memberTable) set(n *memberlist.Node, status MemberStatus) {
 	t.mu.Unlock()
 }
 
-func (t *memberTable) forget(name string) {
-	t.mu.Lock()
-	delete(t.members, name)
-	t.mu.Unlock()
-}
-
 // notify registers ch to be signalled on changes.
 func (t *memberTable) notify(ch chan struct{}) {
 	t.mu.Lock()

@@ -38,8 +38,8 @@ type mux struct {
 
 func newMux(ln net.Listener, logger hclog.Logger) *mux {
 	m := &mux{ln: ln, logger: logger, done: make(chan struct{})}
-	m.raft = &subListener{m: m, conns: make(chan net.Conn), proto: protoRaft}
-	m.rpc = &subListener{m: m, conns: make(chan net.Conn), proto: protoRPC}
+	m.raft = newSubListener(m)
+	m.rpc = newSubListener(m)
 	go m.serve()
 	return m
 }
@@ -85,6 +85,8 @@ func (m *mux) route(conn net.Conn) {
 	}
 	select {
 	case dst.conns <- conn:
+	case <-dst.done:
+		conn.Close()
 	case <-m.done:
 		conn.Close()
 	}
@@ -99,24 +101,35 @@ func (m *mux) Close() error {
 	return err
 }
 
-// subListener is the net.Listener for one protocol. Closing it is a no-op:
-// the mux owns the real listener and closes it once both users are done.
+// subListener is the net.Listener for one protocol. Closing it stops its
+// Accept; the mux owns the real listener.
 type subListener struct {
 	m     *mux
 	conns chan net.Conn
-	proto byte
+	done  chan struct{}
+	once  sync.Once
+}
+
+func newSubListener(m *mux) *subListener {
+	return &subListener{m: m, conns: make(chan net.Conn), done: make(chan struct{})}
 }
 
 func (l *subListener) Accept() (net.Conn, error) {
 	select {
 	case c := <-l.conns:
 		return c, nil
+	case <-l.done:
+		return nil, errMuxClosed
 	case <-l.m.done:
 		return nil, errMuxClosed
 	}
 }
 
-func (l *subListener) Close() error   { return nil }
+func (l *subListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
 func (l *subListener) Addr() net.Addr { return l.m.ln.Addr() }
 
 // dial connects to a peer's mux and announces proto.

@@ -13,7 +13,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tokend/tokend/agent"
-	"github.com/tokend/tokend/cluster"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -55,8 +54,8 @@ memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketP
 	f.StringVar(&cfg.Zone, "zone", "", "zone this agent runs in")
 	f.BoolVar(&cfg.Dev, "dev", false, "run a single in-memory dev agent that needs nothing else")
 	f.BoolVar(&cfg.NonVoter, "non-voter", false, "replicate and serve, but never vote in Raft")
-	f.IntVar(&cfg.MaxVoters, "max-voters", cluster.DefaultMaxVoters, "most servers the leader promotes to voters")
-	f.DurationVar(&cfg.DeadServerTimeout, "dead-server-timeout", cluster.DefaultDeadServerTimeout, "how long a server must be failed before the leader removes it from Raft")
+	f.IntVar(&cfg.MaxVoters, "max-voters", agent.DefaultMaxVoters, "most servers the leader promotes to voters")
+	f.DurationVar(&cfg.DeadServerTimeout, "dead-server-timeout", agent.DefaultDeadServerTimeout, "how long a server must be failed before the leader removes it from Raft")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON")
 	return cmd

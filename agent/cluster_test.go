@@ -1,0 +1,216 @@
+package agent_test
+
+import (
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tokend/tokend/api"
+	"github.com/tokend/tokend/internal/testutil"
+)
+
+// A write on a follower is forwarded to the leader and answered only after
+// the follower has applied it; every node then serves it, over HTTP and over
+// its unix socket.
+func TestWriteOnFollowerReadEverywhere(t *testing.T) {
+	c := testutil.NewCluster(t, 3)
+	f := tcpClient(c.Followers()[0])
+
+	var pool api.Pool
+	r := f.must(t, "PUT", "/v1/pools/github", api.PoolRequest{MinHealthy: 1}, http.StatusOK, &pool)
+	if pool.Name != "github" || pool.Selection != "priority" || pool.Provider.Type != "static" {
+		t.Fatalf("pool = %+v", pool)
+	}
+	if idx, _ := strconv.ParseUint(r.header.Get(api.HeaderIndex), 10, 64); idx == 0 {
+		t.Fatalf("write answered without an index: %v", r.header)
+	}
+	primary := addToken(t, f, "github", "ghp_primary", 0)
+	addToken(t, f, "github", "ghp_backup", 10)
+
+	// Read-your-writes on the follower, with no polling.
+	if id, code, err := f.fetch("github"); err != nil || id != primary {
+		t.Fatalf("follower serves %q (%q, %v) right after its write, want %q", id, code, err, primary)
+	}
+	waitServes(t, c.Running(), "github", primary)
+	for _, n := range c.Running() {
+		var tok api.Token
+		unixClient(n).must(t, "GET", "/v1/pools/github/token", nil, http.StatusOK, &tok)
+		if tok.ID != primary || tok.Value != "ghp_primary" {
+			t.Fatalf("%s over its socket serves %+v", n.Name, tok)
+		}
+	}
+}
+
+// Killing the leader never fails a read on the other nodes, and a new leader
+// takes writes.
+func TestLeaderLossKeepsReadsAndElectsNewLeader(t *testing.T) {
+	c := testutil.NewCluster(t, 3)
+	leader := c.Leader()
+	lc := tcpClient(leader)
+	lc.must(t, "PUT", "/v1/pools/p", api.PoolRequest{}, http.StatusOK, nil)
+	want := addToken(t, lc, "p", "v1", 0)
+	followers := c.Followers()
+	waitServes(t, followers, "p", want)
+
+	var (
+		stop     atomic.Bool
+		fetches  atomic.Int64
+		failures atomic.Int64
+		wg       sync.WaitGroup
+		failMu   sync.Mutex
+		firstErr string
+	)
+	for _, n := range followers {
+		for _, h := range []*httpc{tcpClient(n), unixClient(n)} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for !stop.Load() {
+					id, code, err := h.fetch("p")
+					fetches.Add(1)
+					if err != nil || id != want {
+						failures.Add(1)
+						failMu.Lock()
+						if firstErr == "" {
+							firstErr = fmt.Sprintf("%s: id %q code %q err %v", n.Name, id, code, err)
+						}
+						failMu.Unlock()
+					}
+				}
+			}()
+		}
+	}
+	before := fetches.Load()
+	c.Stop(leader)
+	newLeader := c.WaitForLeader()
+	if newLeader == leader {
+		t.Fatal("the stopped node is still the leader")
+	}
+	// Keep fetching until well after the election, then stop the clients.
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if n := fetches.Load() - before; n < 500 {
+			return fmt.Errorf("%d fetches since the leader died", n)
+		}
+		return nil
+	})
+	stop.Store(true)
+	wg.Wait()
+	if failures.Load() != 0 {
+		t.Fatalf("%d of %d fetches failed while the leader died; first: %s", failures.Load(), fetches.Load(), firstErr)
+	}
+
+	// The new leader takes writes, directly and through the other follower.
+	nl := tcpClient(newLeader)
+	nl.must(t, "PUT", "/v1/pools/after", api.PoolRequest{}, http.StatusOK, nil)
+	for _, n := range c.Running() {
+		if n != newLeader {
+			addToken(t, tcpClient(n), "after", "v2", 0)
+		}
+	}
+}
+
+// A report on one node stops that node serving the token at once, and the
+// others within a commit.
+func TestReportStopsTokenEverywhere(t *testing.T) {
+	c := testutil.NewCluster(t, 3)
+	nodes := c.Running()
+	h0 := tcpClient(nodes[0])
+	h0.must(t, "PUT", "/v1/pools/p", api.PoolRequest{}, http.StatusOK, nil)
+	// good first: once a node serves bad, it has applied both.
+	good := addToken(t, h0, "p", "good", 1)
+	bad := addToken(t, h0, "p", "bad", 0)
+	waitServes(t, nodes, "p", bad)
+
+	reporter := tcpClient(nodes[1])
+	var rep api.ReportResponse
+	reporter.must(t, "POST", "/v1/pools/p/tokens/"+bad+"/report", api.ReportRequest{Outcome: "unauthorized"}, http.StatusOK, &rep)
+	if !rep.Changed || !rep.Committed || rep.Health.State != "failed" {
+		t.Fatalf("report response = %+v", rep)
+	}
+	if id, _, err := reporter.fetch("p"); err != nil || id != good {
+		t.Fatalf("reporting node serves %q (%v) right after the report, want %q", id, err, good)
+	}
+	waitServes(t, nodes, "p", good)
+	for _, n := range nodes {
+		var toks []api.TokenInfo
+		tcpClient(n).must(t, "GET", "/v1/pools/p/tokens", nil, http.StatusOK, &toks)
+		i := slices.IndexFunc(toks, func(ti api.TokenInfo) bool { return ti.ID == bad })
+		if i < 0 || toks[i].Health.State != "failed" || toks[i].Health.Reporter != nodes[1].Name {
+			t.Fatalf("%s lists the reported token as %+v", n.Name, toks)
+		}
+	}
+}
+
+// The report reaches the receiving node's overlay even when there is no
+// leader to commit it, and is committed once a leader is back.
+func TestReportWithoutLeaderAppliesLocallyThenCommits(t *testing.T) {
+	c := testutil.NewCluster(t, 3)
+	leader := c.Leader()
+	lc := tcpClient(leader)
+	lc.must(t, "PUT", "/v1/pools/p", api.PoolRequest{}, http.StatusOK, nil)
+	good := addToken(t, lc, "p", "good", 1)
+	bad := addToken(t, lc, "p", "bad", 0)
+	waitServes(t, c.Running(), "p", bad)
+
+	// Two of three down: the survivor has no quorum and no leader.
+	followers := c.Followers()
+	survivor, other := followers[0], followers[1]
+	c.Stop(leader)
+	c.Stop(other)
+	sc := tcpClient(survivor)
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		var h api.AgentHealth
+		sc.must(t, "GET", "/v1/health", nil, http.StatusOK, &h)
+		if h.KnownLeader {
+			return fmt.Errorf("survivor still knows a leader")
+		}
+		return nil
+	})
+	var rep api.ReportResponse
+	sc.must(t, "POST", "/v1/pools/p/tokens/"+bad+"/report", api.ReportRequest{Outcome: "forbidden"}, http.StatusAccepted, &rep)
+	if !rep.Changed || rep.Committed || rep.Pending == "" {
+		t.Fatalf("report without leader = %+v", rep)
+	}
+	if id, _, _ := sc.fetch("p"); id != good {
+		t.Fatalf("survivor serves %q after the report, want %q", id, good)
+	}
+	// Writes fail with no_leader and change nothing.
+	r, err := sc.do("PUT", "/v1/pools/q", api.PoolRequest{})
+	if err != nil || r.status != http.StatusServiceUnavailable || r.errorCode() != "no_leader" {
+		t.Fatalf("write without leader: %d %s %v", r.status, r.body, err)
+	}
+
+	c.Restart(other)
+	c.WaitForLeader()
+	// The queued report commits by itself and reaches the restarted node.
+	waitServes(t, []*testutil.Node{survivor, other}, "p", good)
+}
+
+// A node restarted with its data dir comes back as the same server and
+// catches up on what it missed.
+func TestRestartedNodeRejoinsAndCatchesUp(t *testing.T) {
+	c := testutil.NewCluster(t, 3)
+	victim := c.Followers()[0]
+	id := victim.NodeID()
+	c.Stop(victim)
+
+	lc := tcpClient(c.Leader())
+	lc.must(t, "PUT", "/v1/pools/missed", api.PoolRequest{}, http.StatusOK, nil)
+	want := addToken(t, lc, "missed", "v", 0)
+
+	c.Restart(victim)
+	if victim.NodeID() != id {
+		t.Fatalf("restarted node has id %s, was %s", victim.NodeID(), id)
+	}
+	waitServes(t, []*testutil.Node{victim}, "missed", want)
+	var peers []api.Peer
+	tcpClient(victim).must(t, "GET", "/v1/status/peers", nil, http.StatusOK, &peers)
+	if len(peers) != 3 || !slices.ContainsFunc(peers, func(p api.Peer) bool { return p.ID == id && p.Suffrage == "voter" }) {
+		t.Fatalf("peers after restart = %+v", peers)
+	}
+}

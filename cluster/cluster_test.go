@@ -1,0 +1,445 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/tokend/tokend/tokens"
+)
+
+// counterSM sums the uint64 entries it applies; entry 0 is rejected.
+type counterSM struct {
+	mu      sync.Mutex
+	sum     uint64
+	applied atomic.Uint64
+}
+
+func (s *counterSM) Apply(index uint64, entry []byte) error {
+	defer s.applied.Store(index)
+	v := binary.BigEndian.Uint64(entry)
+	if v == 0 {
+		return tokens.Errorf(tokens.CodeInvalid, "zero is rejected")
+	}
+	s.mu.Lock()
+	s.sum += v
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *counterSM) Snapshot() (io.WriterTo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b := binary.BigEndian.AppendUint64(nil, s.sum)
+	b = binary.BigEndian.AppendUint64(b, s.applied.Load())
+	return bytes.NewBuffer(b), nil
+}
+
+func (s *counterSM) Restore(r io.Reader) error {
+	var b [16]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.sum = binary.BigEndian.Uint64(b[:8])
+	s.mu.Unlock()
+	s.applied.Store(binary.BigEndian.Uint64(b[8:]))
+	return nil
+}
+
+func (s *counterSM) AppliedIndex() uint64 { return s.applied.Load() }
+
+func (s *counterSM) value() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sum
+}
+
+func entry(v uint64) []byte { return binary.BigEndian.AppendUint64(nil, v) }
+
+type testNode struct {
+	cfg Config
+	sm  *counterSM
+	*Cluster
+}
+
+type testCluster struct {
+	t     *testing.T
+	nodes []*testNode
+}
+
+func newTestCluster(t *testing.T) *testCluster {
+	tc := &testCluster{t: t}
+	t.Cleanup(func() {
+		for _, n := range tc.nodes {
+			n.Shutdown()
+		}
+	})
+	return tc
+}
+
+var nodeSeq atomic.Int64
+
+// add starts a server; mod adjusts its config. It joins the first node.
+func (tc *testCluster) add(expect int, mod func(*Config)) *testNode {
+	tc.t.Helper()
+	i := nodeSeq.Add(1)
+	level := hclog.Warn
+	if os.Getenv("TOKEND_TEST_LOG") != "" {
+		level = hclog.Debug
+	}
+	cfg := Config{
+		NodeID:          fmt.Sprintf("id-%03d", i),
+		NodeName:        fmt.Sprintf("n%d", i),
+		DataDir:         tc.t.TempDir(),
+		RaftAddr:        "127.0.0.1:0",
+		GossipAddr:      "127.0.0.1:0",
+		BootstrapExpect: expect,
+		Timing:          FastTiming(),
+		Logger:          hclog.New(&hclog.LoggerOptions{Name: fmt.Sprintf("n%d", i), Level: level, Output: testLog{tc.t}}),
+	}
+	if len(tc.nodes) > 0 {
+		cfg.Join = []string{tc.nodes[0].GossipAddr()}
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	sm := &counterSM{}
+	c, err := New(cfg, sm)
+	if err != nil {
+		tc.t.Fatalf("start %s: %v", cfg.NodeName, err)
+	}
+	n := &testNode{cfg: cfg, sm: sm, Cluster: c}
+	tc.nodes = append(tc.nodes, n)
+	return n
+}
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func waitFor(t *testing.T, timeout time.Duration, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %v", timeout, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (tc *testCluster) leader() *testNode {
+	tc.t.Helper()
+	var l *testNode
+	waitFor(tc.t, 10*time.Second, func() error {
+		for _, n := range tc.nodes {
+			if isShutdown(n) {
+				continue
+			}
+			if n.IsLeader() {
+				l = n
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	return l
+}
+
+func isShutdown(n *testNode) bool {
+	select {
+	case <-n.ShutdownCh():
+		return true
+	default:
+		return false
+	}
+}
+
+// suffrage returns id → "voter"/"nonvoter" from the leader's configuration.
+func (tc *testCluster) suffrage() map[string]string {
+	tc.t.Helper()
+	peers, err := tc.leader().Peers()
+	if err != nil {
+		tc.t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, p := range peers {
+		out[p.ID] = p.Suffrage
+	}
+	return out
+}
+
+func countVoters(s map[string]string) int {
+	n := 0
+	for _, v := range s {
+		if v == "voter" {
+			n++
+		}
+	}
+	return n
+}
+
+func TestBootstrapExpectFormsOneCluster(t *testing.T) {
+	tc := newTestCluster(t)
+	for range 3 {
+		tc.add(3, nil)
+	}
+	l := tc.leader()
+	waitFor(t, 5*time.Second, func() error {
+		for _, n := range tc.nodes {
+			if id, _ := n.Leader(); id != l.cfg.NodeID {
+				return fmt.Errorf("%s sees leader %q", n.cfg.NodeName, id)
+			}
+		}
+		return nil
+	})
+	if s := tc.suffrage(); len(s) != 3 || countVoters(s) != 3 {
+		t.Fatalf("configuration after bootstrap = %v", s)
+	}
+	// Every node's own configuration is the same single cluster.
+	for _, n := range tc.nodes {
+		peers, err := n.Peers()
+		if err != nil || len(peers) != 3 {
+			t.Fatalf("%s peers = %v, %v", n.cfg.NodeName, peers, err)
+		}
+	}
+}
+
+// Five servers started at once with --bootstrap-expect 3 still form one
+// cluster: three bootstrap it, the other two are added and promoted.
+func TestBootstrapExpectWithExtraServers(t *testing.T) {
+	tc := newTestCluster(t)
+	for range 5 {
+		tc.add(3, nil)
+	}
+	waitFor(t, 10*time.Second, func() error {
+		s := tc.suffrage()
+		if len(s) != 5 || countVoters(s) != 5 {
+			return fmt.Errorf("configuration = %v", s)
+		}
+		return nil
+	})
+	l := tc.leader()
+	for _, n := range tc.nodes {
+		waitFor(t, 5*time.Second, func() error {
+			if id, _ := n.Leader(); id != l.cfg.NodeID {
+				return fmt.Errorf("%s follows %q, not %s: two clusters", n.cfg.NodeName, id, l.cfg.NodeID)
+			}
+			return nil
+		})
+	}
+}
+
+func TestBootstrapExpectMismatchRefuses(t *testing.T) {
+	tc := newTestCluster(t)
+	a := tc.add(2, nil)
+	b := tc.add(3, nil)
+	waitFor(t, 5*time.Second, func() error {
+		if len(a.Members()) != 2 || len(b.Members()) != 2 {
+			return errors.New("gossip has not converged")
+		}
+		return nil
+	})
+	_, err := a.tryBootstrap()
+	if err == nil || !strings.Contains(err.Error(), "same value") {
+		t.Fatalf("tryBootstrap with mismatched expect = %v", err)
+	}
+	if a.hasState() || b.hasState() {
+		t.Fatal("a server bootstrapped despite mismatched --bootstrap-expect")
+	}
+}
+
+// New servers join as non-voters and are promoted while keeping an odd
+// number of voters, never more than MaxVoters.
+func TestJoinPromotesToOddVotersUpToMax(t *testing.T) {
+	tc := newTestCluster(t)
+	for range 3 {
+		tc.add(3, func(c *Config) { c.MaxVoters = 5 })
+	}
+	tc.leader()
+	fourth := tc.add(0, func(c *Config) { c.MaxVoters = 5 })
+	waitFor(t, 5*time.Second, func() error {
+		if s := tc.suffrage(); s[fourth.cfg.NodeID] != "nonvoter" {
+			return fmt.Errorf("fourth server: %v", s)
+		}
+		return nil
+	})
+	// Stays a non-voter through reconcile passes that would promote it if
+	// even voter counts were allowed: four voters tolerate no more failures
+	// than three.
+	for range 5 {
+		tc.leader().reconcile(context.Background(), map[raft.ServerID]time.Time{})
+		if s := tc.suffrage(); countVoters(s) != 3 {
+			t.Fatalf("an even voter count was reached: %v", s)
+		}
+	}
+	tc.add(0, func(c *Config) { c.MaxVoters = 5 })
+	waitFor(t, 10*time.Second, func() error {
+		if s := tc.suffrage(); len(s) != 5 || countVoters(s) != 5 {
+			return fmt.Errorf("configuration = %v", s)
+		}
+		return nil
+	})
+	sixth := tc.add(0, func(c *Config) { c.MaxVoters = 5 })
+	waitFor(t, 5*time.Second, func() error {
+		if s := tc.suffrage(); s[sixth.cfg.NodeID] != "nonvoter" {
+			return fmt.Errorf("sixth server: %v", s)
+		}
+		return nil
+	})
+	for range 5 {
+		tc.leader().reconcile(context.Background(), map[raft.ServerID]time.Time{})
+	}
+	if s := tc.suffrage(); countVoters(s) != 5 {
+		t.Fatalf("MaxVoters 5 exceeded: %v", s)
+	}
+}
+
+// A --non-voter server replicates but is never promoted.
+func TestNonVoterIsNeverPromoted(t *testing.T) {
+	tc := newTestCluster(t)
+	tc.add(1, nil)
+	tc.leader()
+	nv := tc.add(0, func(c *Config) { c.NonVoter = true })
+	waitFor(t, 5*time.Second, func() error {
+		if s := tc.suffrage(); s[nv.cfg.NodeID] != "nonvoter" {
+			return fmt.Errorf("non-voter: %v", s)
+		}
+		return nil
+	})
+	if _, err := tc.leader().Apply(context.Background(), entry(7)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if v := nv.sm.value(); v != 7 {
+			return fmt.Errorf("non-voter has %d", v)
+		}
+		return nil
+	})
+	since := map[raft.ServerID]time.Time{raft.ServerID(nv.cfg.NodeID): time.Now().Add(-time.Hour)}
+	if err := tc.leader().reconcile(context.Background(), since); err != nil {
+		t.Fatal(err)
+	}
+	if s := tc.suffrage(); s[nv.cfg.NodeID] != "nonvoter" {
+		t.Fatalf("non-voter was promoted: %v", s)
+	}
+}
+
+// A failed server is removed from Raft only after DeadServerTimeout, and the
+// leader never removes itself.
+func TestDeadServerRemovedAfterTimeout(t *testing.T) {
+	tc := newTestCluster(t)
+	timeout := 500 * time.Millisecond
+	mod := func(c *Config) { c.DeadServerTimeout = timeout }
+	for range 3 {
+		tc.add(3, mod)
+	}
+	l := tc.leader()
+	var victim *testNode
+	for _, n := range tc.nodes {
+		if n != l {
+			victim = n
+			break
+		}
+	}
+	victim.Shutdown()
+	var failedAt time.Time
+	waitFor(t, 5*time.Second, func() error {
+		for _, m := range l.Members() {
+			if m.ID == victim.cfg.NodeID && m.Status == StatusFailed {
+				failedAt = m.Since
+				return nil
+			}
+		}
+		return errors.New("victim not failed in gossip yet")
+	})
+	waitFor(t, 10*time.Second, func() error {
+		if _, ok := tc.suffrage()[victim.cfg.NodeID]; ok {
+			return errors.New("dead server still in the configuration")
+		}
+		return nil
+	})
+	if waited := time.Since(failedAt); waited < timeout {
+		t.Fatalf("dead server removed %s after it failed, before the %s timeout", waited, timeout)
+	}
+	if _, ok := tc.suffrage()[l.cfg.NodeID]; !ok {
+		t.Fatal("the leader removed itself")
+	}
+}
+
+// Writes on a follower are forwarded, and the follower answers only after it
+// has applied them; rejections come back with their code.
+func TestApplyForwardsAndReadsOwnWrite(t *testing.T) {
+	tc := newTestCluster(t)
+	for range 3 {
+		tc.add(3, nil)
+	}
+	l := tc.leader()
+	for _, n := range tc.nodes {
+		if n == l {
+			continue
+		}
+		before := n.sm.value()
+		idx, err := n.Apply(context.Background(), entry(5))
+		if err != nil {
+			t.Fatalf("forwarded apply: %v", err)
+		}
+		if n.sm.AppliedIndex() < idx || n.sm.value() != before+5 {
+			t.Fatalf("follower answered before applying index %d (applied %d, value %d)", idx, n.sm.AppliedIndex(), n.sm.value())
+		}
+		_, err = n.Apply(context.Background(), entry(0))
+		if !errors.Is(err, tokens.ErrInvalid) {
+			t.Fatalf("forwarded rejection = %v, want invalid_request", err)
+		}
+	}
+}
+
+func TestApplyWithoutLeaderFails(t *testing.T) {
+	tc := newTestCluster(t)
+	n := tc.add(0, nil) // never bootstraps, never joined
+	_, err := n.Apply(context.Background(), entry(1))
+	if !errors.Is(err, tokens.ErrNoLeader) {
+		t.Fatalf("apply without leader = %v", err)
+	}
+}
+
+func TestMetaFitsMemberlistLimit(t *testing.T) {
+	tc := newTestCluster(t)
+	n := tc.add(1, func(c *Config) {
+		c.Region = strings.Repeat("r", 64)
+		c.Zone = strings.Repeat("z", 64)
+		c.APIAddr = "[2001:db8:ffff:ffff:ffff:ffff:ffff:ffff]:65535"
+	})
+	if ms := n.Members(); len(ms) != 1 || ms[0].Zone != strings.Repeat("z", 64) {
+		t.Fatalf("members = %+v", ms)
+	}
+}
+
+func TestConfigRejectsWildcardAndBadAddresses(t *testing.T) {
+	for _, addr := range []string{"0.0.0.0:1", "[::]:1", "localhost:1", "127.0.0.1", "127.0.0.1:x"} {
+		cfg := Config{NodeID: "a", NodeName: "a", RaftAddr: addr, GossipAddr: "127.0.0.1:0"}
+		if err := cfg.validate(); err == nil {
+			t.Errorf("raft address %q accepted", addr)
+		}
+	}
+}

@@ -1,0 +1,118 @@
+// Package archtest enforces the import graph of DESIGN.md §2: imports point
+// one way, cmd → agent → {api, cluster, fsm, tokens}, api → tokens,
+// fsm → tokens, cluster → tokens (error sentinels), tokens → standard
+// library only.
+package archtest
+
+import (
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+const module = "github.com/tokend/tokend"
+
+// allowed lists, for each package, the packages of this module and the
+// third-party modules its non-test files may import. The standard library is
+// always allowed.
+var allowed = map[string][]string{
+	"tokens":            {},
+	"fsm":               {"tokens", "github.com/hashicorp/go-hclog"},
+	"cluster":           {"tokens", "github.com/hashicorp/go-hclog", "github.com/hashicorp/raft", "github.com/hashicorp/raft-boltdb/v2", "github.com/hashicorp/memberlist"},
+	"api":               {"tokens", "github.com/hashicorp/go-hclog"},
+	"api/client":        {"api"},
+	"agent":             {"api", "cluster", "fsm", "tokens", "github.com/hashicorp/go-hclog"},
+	"cmd/tokend":        {"agent", "api", "api/client", "github.com/hashicorp/go-hclog", "github.com/spf13/cobra", "golang.org/x/sys/unix"},
+	"internal/testutil": {"agent", "cluster", "github.com/hashicorp/go-hclog"},
+	"internal/archtest": {},
+	"e2e":               {"api", "api/client", "internal/testutil"},
+}
+
+func TestImportGraph(t *testing.T) {
+	root := filepath.Join("..", "..")
+	seen := map[string]bool{}
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			if name := d.Name(); path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "bin") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, filepath.Dir(path))
+		pkg := filepath.ToSlash(rel)
+		rules, ok := allowed[pkg]
+		if !ok {
+			t.Errorf("package %s is not in the import graph: add it to archtest with the imports DESIGN.md allows", pkg)
+			return nil
+		}
+		seen[pkg] = true
+		f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.ImportsOnly)
+		if err != nil {
+			return err
+		}
+		for _, imp := range f.Imports {
+			ipath, _ := strconv.Unquote(imp.Path.Value)
+			if !permitted(ipath, rules) {
+				t.Errorf("%s imports %s, which DESIGN.md's import graph does not allow for %s", path, ipath, pkg)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pkg := range []string{"tokens", "fsm", "cluster", "api", "agent", "cmd/tokend"} {
+		if !seen[pkg] {
+			t.Errorf("package %s has no source files: did the walk start at the module root?", pkg)
+		}
+	}
+}
+
+func permitted(ipath string, rules []string) bool {
+	first, _, _ := strings.Cut(ipath, "/")
+	if !strings.Contains(first, ".") {
+		return true // standard library
+	}
+	for _, r := range rules {
+		full := r
+		if !strings.Contains(strings.SplitN(r, "/", 2)[0], ".") {
+			full = module + "/" + r
+		}
+		if ipath == full || strings.HasPrefix(ipath, full+"/") && !strings.HasPrefix(full, module) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPermitted checks the checker, so that TestImportGraph can fail.
+func TestPermitted(t *testing.T) {
+	cases := []struct {
+		ipath string
+		rules []string
+		want  bool
+	}{
+		{"fmt", nil, true},
+		{module + "/tokens", []string{"tokens"}, true},
+		{module + "/fsm", []string{"tokens"}, false},
+		{module + "/api/client", []string{"api"}, false},
+		{"github.com/hashicorp/raft", []string{"tokens"}, false},
+		{"github.com/hashicorp/raft", []string{"github.com/hashicorp/raft"}, true},
+		{"github.com/hashicorp/raft-boltdb/v2", []string{"github.com/hashicorp/raft"}, false},
+	}
+	for _, c := range cases {
+		if got := permitted(c.ipath, c.rules); got != c.want {
+			t.Errorf("permitted(%q, %v) = %v, want %v", c.ipath, c.rules, got, c.want)
+		}
+	}
+}
