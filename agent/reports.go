@@ -43,6 +43,9 @@ type reportResult struct {
 const (
 	reportRetryMin = 50 * time.Millisecond
 	reportRetryMax = 5 * time.Second
+	// maxPendingReports bounds the queue while there is no leader; the
+	// oldest changes are dropped first (the overlay still holds them here).
+	maxPendingReports = 10000
 )
 
 func newReportQueue(f *fsm.FSM, c *cluster.Cluster, r *reader, logger hclog.Logger) *reportQueue {
@@ -55,6 +58,7 @@ func (q *reportQueue) enqueue(rep tokens.Report) <-chan reportResult {
 	done := make(chan reportResult, 1)
 	q.mu.Lock()
 	q.pending = append(q.pending, queuedReport{rep: rep, done: done})
+	q.trimLocked()
 	q.mu.Unlock()
 	select {
 	case q.wake <- struct{}{}:
@@ -122,6 +126,7 @@ func (q *reportQueue) flush(ctx context.Context) bool {
 		q.logger.Warn("health change not committed; will retry", "reports", len(reps), "error", res.err)
 		q.mu.Lock()
 		q.pending = append(slices.Clip(batch), q.pending...)
+		q.trimLocked()
 		q.mu.Unlock()
 		return false
 	case res.err != nil:
@@ -129,4 +134,16 @@ func (q *reportQueue) flush(ctx context.Context) bool {
 	}
 	q.reads.prune(time.Now())
 	return true
+}
+
+func (q *reportQueue) trimLocked() {
+	if n := len(q.pending) - maxPendingReports; n > 0 {
+		q.logger.Error("too many uncommitted health changes; dropping the oldest", "dropped", n)
+		for _, qr := range q.pending[:n] {
+			if qr.done != nil {
+				qr.done <- reportResult{err: tokens.Errorf(tokens.CodeUnavailable, "dropped from a full report queue")}
+			}
+		}
+		q.pending = slices.Delete(q.pending, 0, n)
+	}
 }

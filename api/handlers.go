@@ -136,7 +136,7 @@ func (s *server) lookupToken(w http.ResponseWriter, r *http.Request) (View, *tok
 	if err != nil {
 		return nil, nil, err
 	}
-	id, err := pathName(r, "id", "token")
+	id, err := pathTokenID(r)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -198,7 +198,7 @@ func (s *server) removeToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	id, err := pathName(r, "id", "token")
+	id, err := pathTokenID(r)
 	if err != nil {
 		return err
 	}
@@ -231,16 +231,16 @@ func (s *server) fetchToken(w http.ResponseWriter, r *http.Request) error {
 				raw = true
 			case "json", "":
 			default:
-				return badRequest(fmt.Sprintf("format %q is not supported: use json or raw", vs[len(vs)-1]))
+				return badRequest(fmt.Sprintf("format %q is not supported: use json or raw", truncate(vs[len(vs)-1])))
 			}
 		case "exclude":
 			for _, id := range vs {
 				if !tokens.ValidTokenID(id) {
-					return badRequest(fmt.Sprintf("exclude %q is not a token id", id))
+					return badRequest(fmt.Sprintf("exclude %q is not a token id: it must match %s", truncate(id), tokens.NamePatternString))
 				}
 			}
 		default:
-			return badRequest(fmt.Sprintf("unknown query parameter %q: use format, exclude", k))
+			return badRequest(fmt.Sprintf("unknown query parameter %q: use format, exclude", truncate(k)))
 		}
 	}
 	s.setFreshness(w)
@@ -355,7 +355,7 @@ func boolParam(r *http.Request, key string) (bool, error) {
 	}
 	b, err := strconv.ParseBool(v)
 	if err != nil {
-		return false, badRequest(fmt.Sprintf("%s must be true or false, got %q", key, v))
+		return false, badRequest(fmt.Sprintf("%s must be true or false, got %q", key, truncate(v)))
 	}
 	return b, nil
 }

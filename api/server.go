@@ -1,11 +1,15 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"path"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,11 +32,15 @@ func NewHandler(b Backend, logger hclog.Logger) http.Handler {
 	s := &server{b: b, logger: logger}
 	mux := http.NewServeMux()
 	route := func(path string, methods map[string]handlerFunc) {
-		allow := make([]string, 0, len(methods))
+		allow := make([]string, 0, len(methods)+1)
 		for m, h := range methods {
 			mux.Handle(m+" "+path, s.wrap(h))
 			allow = append(allow, m)
+			if m == http.MethodGet {
+				allow = append(allow, http.MethodHead) // GET patterns serve HEAD too
+			}
 		}
+		slices.Sort(allow)
 		// The method-less pattern is less specific, so it only catches
 		// methods the path does not serve.
 		allowed := strings.Join(allow, ", ")
@@ -51,10 +59,31 @@ func NewHandler(b Backend, logger hclog.Logger) http.Handler {
 	route("/v1/status/leader", map[string]handlerFunc{"GET": s.leader})
 	route("/v1/status/peers", map[string]handlerFunc{"GET": s.peers})
 	route("/v1/members", map[string]handlerFunc{"GET": s.members})
-	mux.Handle("/", s.wrap(func(w http.ResponseWriter, r *http.Request) error {
+	notFound := s.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		return &statusError{http.StatusNotFound, tokens.CodeNotFound, fmt.Sprintf("no such endpoint: %s", r.URL.Path)}
-	}))
-	return mux
+	})
+	mux.Handle("/", notFound)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// ServeMux would answer a path such as /v1/pools//x with an HTML
+		// redirect, which clients follow as a GET; no endpoint has one.
+		if r.URL.Path != cleanPath(r.URL.Path) {
+			notFound.ServeHTTP(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath is path.Clean keeping a trailing slash, as ServeMux does.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if strings.HasSuffix(p, "/") && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
@@ -121,50 +150,147 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
-// decodeBody reads a JSON object into v, rejecting unknown fields, trailing
-// data and bodies over MaxBodyBytes.
+// decodeBody reads a JSON object into v, rejecting anything but exactly one
+// object, unknown fields, and bodies over MaxBodyBytes. Its messages name
+// the field at fault and never quote a string value from the body, which
+// could be a token value.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return &statusError{http.StatusRequestEntityTooLarge, CodeBodyTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes)}
+	case err != nil:
+		return badRequest(fmt.Sprintf("could not read the request body: %v", err))
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	switch {
+	case len(trimmed) == 0:
+		return badRequest("request body is empty: send a JSON object")
+	case trimmed[0] != '{':
+		// null would otherwise decode as an empty object.
+		return badRequest("request body must be a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(v)
+	err = dec.Decode(v)
 	if err == nil {
-		if dec.Decode(&struct{}{}) != io.EOF {
-			return badRequest("request body must hold exactly one JSON object")
+		if len(bytes.TrimSpace(body[dec.InputOffset():])) != 0 {
+			return badRequest("request body must hold exactly one JSON object, with nothing after it")
 		}
 		return nil
 	}
 	var (
-		tooLarge *http.MaxBytesError
-		syntax   *json.SyntaxError
-		typeErr  *json.UnmarshalTypeError
+		syntax  *json.SyntaxError
+		typeErr *json.UnmarshalTypeError
 	)
 	switch {
-	case errors.As(err, &tooLarge):
-		return &statusError{http.StatusRequestEntityTooLarge, CodeBodyTooLarge, fmt.Sprintf("request body is larger than %d bytes", MaxBodyBytes)}
-	case errors.Is(err, io.EOF):
-		return badRequest("request body is empty: send a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("request body is not valid JSON: it ends before the object is complete")
 	case errors.As(err, &syntax):
 		return badRequest(fmt.Sprintf("request body is not valid JSON: %v (at byte %d)", syntax, syntax.Offset))
+	case errors.As(err, &typeErr) && typeErr.Field == "":
+		return badRequest("request body must be a JSON object")
 	case errors.As(err, &typeErr):
-		return badRequest(fmt.Sprintf("field %q must be a %s, not a JSON %s", typeErr.Field, jsonType(typeErr.Type.String()), typeErr.Value))
+		if ft := fieldType(v, typeErr.Field); ft != nil && ft.Kind() == reflect.Map && ft.Elem() == typeErr.Type {
+			return badRequest(fmt.Sprintf("field %q must be an object whose values are %ss, not one with a JSON %s", typeErr.Field, jsonType(typeErr.Type), typeErr.Value))
+		}
+		return badRequest(fmt.Sprintf("field %q must be %s, not a JSON %s", typeErr.Field, withArticle(jsonType(typeErr.Type)), typeErr.Value))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return badRequest(fmt.Sprintf("unknown field %s in request body", strings.TrimPrefix(err.Error(), "json: unknown field ")))
 	}
-	return badRequest("request body: " + err.Error())
+	// An UnmarshalJSON method failed, and its error may quote the body.
+	// The only such fields are times: find the one at fault.
+	if field := badTimeField(body, v); field != "" {
+		return badRequest(fmt.Sprintf("%s must be an RFC 3339 time string, such as \"2030-01-02T15:04:05Z\"", field))
+	}
+	return badRequest("request body does not fit the request: check the type of each field")
 }
 
-func jsonType(goType string) string {
-	switch {
-	case strings.Contains(goType, "int"), strings.Contains(goType, "float"):
-		return "number"
-	case strings.Contains(goType, "string"), strings.Contains(goType, "Time"):
-		return "string"
-	case strings.HasPrefix(goType, "map"), strings.Contains(goType, "api."):
-		return "object"
-	case strings.HasPrefix(goType, "bool"):
-		return "boolean"
+// badTimeField returns the JSON name of a time field of v whose value in
+// body does not decode, or "".
+func badTimeField(body []byte, v any) string {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil {
+		return ""
 	}
-	return goType
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return ""
+	}
+	for _, f := range reflect.VisibleFields(t) {
+		if f.Type != reflect.TypeFor[time.Time]() && f.Type != reflect.TypeFor[*time.Time]() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		var tm time.Time
+		if raw, ok := fields[name]; ok && tm.UnmarshalJSON(raw) != nil {
+			return name
+		}
+	}
+	return ""
+}
+
+// jsonType names the JSON type that decodes into t.
+func jsonType(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64:
+		return "integer"
+	case reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Map, reflect.Struct:
+		if t == reflect.TypeFor[time.Time]() {
+			return "string"
+		}
+		return "object"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	}
+	return t.String()
+}
+
+func withArticle(noun string) string {
+	if strings.ContainsRune("aeiou", rune(noun[0])) {
+		return "an " + noun
+	}
+	return "a " + noun
+}
+
+// fieldType returns the type of the field at a dotted JSON path in v's
+// type, or nil.
+func fieldType(v any, path string) reflect.Type {
+	t := reflect.TypeOf(v)
+	for name := range strings.SplitSeq(path, ".") {
+		for t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t.Kind() != reflect.Struct {
+			return nil
+		}
+		var found reflect.Type
+		for _, f := range reflect.VisibleFields(t) {
+			if tag, _, _ := strings.Cut(f.Tag.Get("json"), ","); f.IsExported() && !f.Anonymous && tag == name {
+				found = f.Type
+				break
+			}
+		}
+		if found == nil {
+			return nil
+		}
+		t = found
+	}
+	return t
 }
 
 func badRequest(msg string) error {
@@ -180,6 +306,24 @@ func pathName(r *http.Request, key, kind string) (string, error) {
 	return name, nil
 }
 
+// pathTokenID returns a validated token id from the URL path.
+func pathTokenID(r *http.Request) (string, error) {
+	id := r.PathValue("id")
+	if !tokens.ValidTokenID(id) {
+		return "", badRequest(fmt.Sprintf("token id %q is invalid: it must match %s", truncate(id), tokens.NamePatternString))
+	}
+	return id, nil
+}
+
+// truncate shortens what a client sent before an error message quotes it.
+func truncate(s string) string {
+	const n = 80
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
+}
+
 // onlyParams rejects query parameters a handler does not know, so a typo
 // is not silently ignored.
 func onlyParams(r *http.Request, known ...string) error {
@@ -193,9 +337,9 @@ func onlyParams(r *http.Request, known ...string) error {
 		}
 		if !found {
 			if len(known) == 0 {
-				return badRequest(fmt.Sprintf("unknown query parameter %q: this endpoint takes none", k))
+				return badRequest(fmt.Sprintf("unknown query parameter %q: this endpoint takes none", truncate(k)))
 			}
-			return badRequest(fmt.Sprintf("unknown query parameter %q: use %s", k, strings.Join(known, ", ")))
+			return badRequest(fmt.Sprintf("unknown query parameter %q: use %s", truncate(k), strings.Join(known, ", ")))
 		}
 	}
 	return nil

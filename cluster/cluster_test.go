@@ -395,17 +395,18 @@ func TestApplyForwardsAndReadsOwnWrite(t *testing.T) {
 		tc.add(3, nil)
 	}
 	l := tc.leader()
+	var total uint64
 	for _, n := range tc.nodes {
 		if n == l {
 			continue
 		}
-		before := n.sm.value()
 		idx, err := n.Apply(context.Background(), entry(5))
 		if err != nil {
 			t.Fatalf("forwarded apply: %v", err)
 		}
-		if n.sm.AppliedIndex() < idx || n.sm.value() != before+5 {
-			t.Fatalf("follower answered before applying index %d (applied %d, value %d)", idx, n.sm.AppliedIndex(), n.sm.value())
+		total += 5
+		if n.sm.AppliedIndex() < idx || n.sm.value() != total {
+			t.Fatalf("follower answered before applying index %d (applied %d, value %d, want %d)", idx, n.sm.AppliedIndex(), n.sm.value(), total)
 		}
 		_, err = n.Apply(context.Background(), entry(0))
 		if !errors.Is(err, tokens.ErrInvalid) {

@@ -1,6 +1,141 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tokend/tokend/api/client"
+)
+
+// requestTimeout bounds one client command, so a wedged agent cannot hang it.
+const requestTimeout = 30 * time.Second
+
+// clientOpts are the flags every client command shares.
+type clientOpts struct {
+	addr string
+	json bool
+}
 
 // addClientCommands registers the commands that talk to an agent.
-func addClientCommands(root *cobra.Command) {}
+func addClientCommands(root *cobra.Command) {
+	o := &clientOpts{}
+	// The flags belong to the client commands only, not to `tokend agent`.
+	for _, cmd := range []*cobra.Command{newPoolCmd(o), newTokenCmd(o), newMembersCmd(o), newStatusCmd(o)} {
+		pf := cmd.PersistentFlags()
+		pf.StringVar(&o.addr, "addr", "", "agent address: unix:///path, http(s)://host:port or host:port (overrides $"+client.EnvAddr+", default "+client.DefaultAddr+")")
+		pf.BoolVar(&o.json, "json", false, "print the agent's JSON answer instead of a table or text")
+		root.AddCommand(cmd)
+	}
+}
+
+// client returns a client for --addr, or for TOKEND_ADDR without it.
+func (o *clientOpts) client() (*client.Client, error) {
+	if o.addr != "" {
+		c, err := client.New(o.addr)
+		if err != nil {
+			return nil, fmt.Errorf("--addr: %w", err)
+		}
+		return c, nil
+	}
+	return client.FromEnv()
+}
+
+// start returns the client and a context bounded by requestTimeout.
+func (o *clientOpts) start(cmd *cobra.Command) (*client.Client, context.Context, context.CancelFunc, error) {
+	c, err := o.client()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
+	return c, ctx, cancel, nil
+}
+
+// printJSON writes v the way the agent formats its answers.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// groupCmd is a command that only holds subcommands; an unknown
+// subcommand is an error rather than a silent help page.
+func groupCmd(use, short string, subs ...*cobra.Command) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return cmd.Help()
+		},
+	}
+	cmd.AddCommand(subs...)
+	return cmd
+}
+
+// exactArgs checks the positional arguments against their names.
+func exactArgs(names ...string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == len(names) {
+			return nil
+		}
+		want := "no arguments"
+		if len(names) > 0 {
+			want = strings.Join(names, " ")
+		}
+		return fmt.Errorf("%s takes %s, got %d argument(s); see '%s --help'", cmd.CommandPath(), want, len(args), cmd.CommandPath())
+	}
+}
+
+// newTable returns a tabwriter for a table with the given header, if any.
+func newTable(w io.Writer, header ...string) *tabwriter.Writer {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	if len(header) > 0 {
+		fmt.Fprintln(tw, strings.Join(header, "\t"))
+	}
+	return tw
+}
+
+// row writes one table row, making each cell safe to print.
+func row(tw *tabwriter.Writer, cells ...string) {
+	for i, c := range cells {
+		cells[i] = cell(c)
+	}
+	fmt.Fprintln(tw, strings.Join(cells, "\t"))
+}
+
+// cell replaces control characters, which would break the table or drive
+// the terminal, and shows an empty cell as "-".
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// fmtTime formats a time for people, "-" when unset.
+func fmtTime(t *time.Time) string {
+	if t == nil || t.IsZero() {
+		return "-"
+	}
+	return t.UTC().Format(time.RFC3339)
+}
+
+// yesNo formats a bool for a table.
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}

@@ -1,7 +1,8 @@
 // Package archtest enforces the import graph of DESIGN.md §2: imports point
 // one way, cmd → agent → {api, cluster, fsm, tokens}, api → tokens,
 // fsm → tokens, cluster → tokens (error sentinels), tokens → standard
-// library only.
+// library only. The CLI also uses tokens' validation rules directly, so that
+// it rejects bad input before it reaches an agent.
 package archtest
 
 import (
@@ -26,7 +27,7 @@ var allowed = map[string][]string{
 	"api":               {"tokens", "github.com/hashicorp/go-hclog"},
 	"api/client":        {"api"},
 	"agent":             {"api", "cluster", "fsm", "tokens", "github.com/hashicorp/go-hclog"},
-	"cmd/tokend":        {"agent", "api", "api/client", "github.com/hashicorp/go-hclog", "github.com/spf13/cobra", "golang.org/x/sys/unix"},
+	"cmd/tokend":        {"agent", "api", "api/client", "tokens", "github.com/hashicorp/go-hclog", "github.com/spf13/cobra", "golang.org/x/sys/unix"},
 	"internal/testutil": {"agent", "cluster", "github.com/hashicorp/go-hclog"},
 	"internal/archtest": {},
 	"e2e":               {"api", "api/client", "internal/testutil"},

@@ -1,0 +1,279 @@
+// Package client talks to a tokend agent's HTTP API, over TCP or the agent's
+// unix socket. Every method takes a context; a non-2xx answer comes back as
+// an *Error carrying the API's error code.
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tokend/tokend/api"
+)
+
+// EnvAddr names the environment variable FromEnv reads.
+const EnvAddr = "TOKEND_ADDR"
+
+// DefaultAddr is the address FromEnv uses when TOKEND_ADDR is unset: the
+// default HTTP address of an agent.
+const DefaultAddr = "http://127.0.0.1:8550"
+
+// maxResponseBytes bounds how much of an answer the client reads.
+const maxResponseBytes = 32 << 20
+
+// Client is a connection to one agent. It is safe for concurrent use.
+type Client struct {
+	addr string // as the caller gave it, for messages
+	base string // scheme://host[/prefix] that API paths are appended to
+	hc   *http.Client
+}
+
+// New returns a client for the agent at addr: unix:///abs/path/to.sock,
+// http://host:port, https://host:port, or a bare host:port meaning http.
+func New(addr string) (*Client, error) {
+	addr = strings.TrimSpace(addr)
+	if addr == "" {
+		return nil, errors.New("address is empty: use unix:///path/to.sock or http://host:port")
+	}
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+
+	if path, ok := strings.CutPrefix(addr, "unix://"); ok {
+		if !strings.HasPrefix(path, "/") {
+			return nil, fmt.Errorf("address %q: a unix socket path must be absolute, like unix:///run/tokend.sock", addr)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.Proxy = nil // a proxy cannot reach this host's socket
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", path)
+		}
+		return &Client{
+			addr: addr,
+			base: "http://unix", // the host is never dialled
+			hc:   &http.Client{Transport: tr, CheckRedirect: noRedirect},
+		}, nil
+	}
+
+	raw := addr
+	if !strings.Contains(addr, "://") {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("address %q is not host:port, http(s)://host:port or unix:///path", addr)
+		}
+		raw = "http://" + addr
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("address %q: %w", addr, err)
+	}
+	switch {
+	case u.Scheme != "http" && u.Scheme != "https":
+		return nil, fmt.Errorf("address %q: scheme %q is not supported: use unix, http or https", addr, u.Scheme)
+	case u.Host == "":
+		return nil, fmt.Errorf("address %q has no host", addr)
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
+		return nil, fmt.Errorf("address %q: only scheme, host, port and a path prefix are allowed", addr)
+	}
+	return &Client{
+		addr: addr,
+		base: u.Scheme + "://" + u.Host + strings.TrimSuffix(u.EscapedPath(), "/"),
+		hc: &http.Client{
+			Transport:     http.DefaultTransport.(*http.Transport).Clone(),
+			CheckRedirect: noRedirect,
+		},
+	}, nil
+}
+
+// FromEnv returns a client for the agent named by TOKEND_ADDR, or
+// DefaultAddr when it is unset.
+func FromEnv() (*Client, error) {
+	addr := os.Getenv(EnvAddr)
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	c, err := New(addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", EnvAddr, err)
+	}
+	return c, nil
+}
+
+// Addr returns the address the client was made with.
+func (c *Client) Addr() string { return c.addr }
+
+// Error is a non-2xx answer from the agent.
+type Error struct {
+	StatusCode int
+	// Code is the API's stable error code, such as "pool_not_found"; it is
+	// empty when the answer did not hold an API error (a proxy's page, say).
+	Code    string
+	Message string
+	// RetryAt is when a request refused for now (every token cooling down)
+	// may succeed.
+	RetryAt *time.Time
+}
+
+func (e *Error) Error() string {
+	if e.Code == "" {
+		return fmt.Sprintf("HTTP %d %s: %s", e.StatusCode, http.StatusText(e.StatusCode), e.Message)
+	}
+	return e.Code + ": " + e.Message
+}
+
+// ErrorCode returns the API error code of err, or "" when err is not an
+// *Error.
+func ErrorCode(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// Meta says how fresh the agent's state was when it answered a read.
+type Meta struct {
+	// Index is the agent's applied Raft index.
+	Index uint64
+	// KnownLeader says whether the agent knew a leader.
+	KnownLeader bool
+	// LastContact is the time since the agent last heard from the leader:
+	// 0 on the leader, negative if it never has.
+	LastContact time.Duration
+}
+
+// response is what do hands back besides the decoded body.
+type response struct {
+	header http.Header
+	body   []byte
+}
+
+// do sends one request. body, when not nil, is sent as JSON; a 2xx JSON
+// answer is decoded into out when out is not nil.
+func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) (*response, error) {
+	target := c.base + path
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: encode request: %w", method, path, err)
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, target, rd)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, path, err)
+	}
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		// url.Error names the URL, whose host is made up for unix
+		// sockets; name the address the caller knows instead.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("tokend at %s: %s %s: %w", c.addr, method, path, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("tokend at %s: %s %s: read answer: %w", c.addr, method, path, err)
+	}
+	if len(data) > maxResponseBytes {
+		return nil, fmt.Errorf("tokend at %s: %s %s: answer is larger than %d bytes", c.addr, method, path, maxResponseBytes)
+	}
+	if resp.StatusCode < 200 || resp.StatusCode > 299 {
+		return nil, decodeError(resp, data)
+	}
+	if out != nil {
+		if err := json.Unmarshal(data, out); err != nil {
+			return nil, fmt.Errorf("tokend at %s: %s %s: decode answer: %w", c.addr, method, path, err)
+		}
+	}
+	return &response{header: resp.Header, body: data}, nil
+}
+
+func decodeError(resp *http.Response, data []byte) *Error {
+	e := &Error{StatusCode: resp.StatusCode}
+	var body api.ErrorResponse
+	if json.Unmarshal(data, &body) == nil && body.Error.Code != "" {
+		e.Code, e.Message, e.RetryAt = body.Error.Code, body.Error.Message, body.Error.RetryAt
+	} else {
+		msg := strings.TrimSpace(string(data))
+		if len(msg) > 200 {
+			msg = msg[:200] + "..."
+		}
+		if msg == "" {
+			msg = "empty answer"
+		}
+		e.Message = msg
+	}
+	if e.RetryAt == nil {
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs >= 0 {
+			t := time.Now().Add(time.Duration(secs) * time.Second)
+			e.RetryAt = &t
+		}
+	}
+	return e
+}
+
+func parseMeta(h http.Header) Meta {
+	var m Meta
+	m.Index, _ = strconv.ParseUint(h.Get(api.HeaderIndex), 10, 64)
+	m.KnownLeader, _ = strconv.ParseBool(h.Get(api.HeaderKnownLeader))
+	if ms, err := strconv.ParseInt(h.Get(api.HeaderLastContact), 10, 64); err == nil {
+		if ms < 0 {
+			m.LastContact = -1
+		} else {
+			m.LastContact = time.Duration(ms) * time.Millisecond
+		}
+	}
+	return m
+}
+
+// segment escapes one path segment, refusing ones that cannot name
+// anything: an empty or dot segment would address another endpoint.
+func segment(kind, s string) (string, error) {
+	switch s {
+	case "":
+		return "", fmt.Errorf("%s is empty", kind)
+	case ".", "..":
+		return "", fmt.Errorf("%s %q is invalid", kind, s)
+	}
+	return url.PathEscape(s), nil
+}
+
+func poolPath(pool string) (string, error) {
+	p, err := segment("pool name", pool)
+	if err != nil {
+		return "", err
+	}
+	return "/v1/pools/" + p, nil
+}
+
+func tokenPath(pool, id string) (string, error) {
+	p, err := poolPath(pool)
+	if err != nil {
+		return "", err
+	}
+	t, err := segment("token id", id)
+	if err != nil {
+		return "", err
+	}
+	return p + "/tokens/" + t, nil
+}

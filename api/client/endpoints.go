@@ -1,0 +1,198 @@
+package client
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/url"
+
+	"github.com/tokend/tokend/api"
+)
+
+// ListPools returns every pool.
+func (c *Client) ListPools(ctx context.Context) ([]api.Pool, error) {
+	var out []api.Pool
+	_, err := c.do(ctx, http.MethodGet, "/v1/pools", nil, nil, &out)
+	return out, err
+}
+
+// GetPool returns one pool.
+func (c *Client) GetPool(ctx context.Context, name string) (api.Pool, error) {
+	var out api.Pool
+	path, err := poolPath(name)
+	if err != nil {
+		return out, err
+	}
+	_, err = c.do(ctx, http.MethodGet, path, nil, nil, &out)
+	return out, err
+}
+
+// ApplyPool creates pool name or replaces its definition, and returns the
+// pool as committed.
+func (c *Client) ApplyPool(ctx context.Context, name string, req api.PoolRequest) (api.Pool, error) {
+	var out api.Pool
+	path, err := poolPath(name)
+	if err != nil {
+		return out, err
+	}
+	_, err = c.do(ctx, http.MethodPut, path, nil, req, &out)
+	return out, err
+}
+
+// DeletePool deletes a pool. Without force the agent refuses to delete a
+// pool that still holds tokens.
+func (c *Client) DeletePool(ctx context.Context, name string, force bool) (api.WriteResponse, error) {
+	var out api.WriteResponse
+	path, err := poolPath(name)
+	if err != nil {
+		return out, err
+	}
+	var q url.Values
+	if force {
+		q = url.Values{"force": {"true"}}
+	}
+	_, err = c.do(ctx, http.MethodDelete, path, q, nil, &out)
+	return out, err
+}
+
+// ListTokens returns the metadata of a pool's tokens; never their values.
+func (c *Client) ListTokens(ctx context.Context, pool string) ([]api.TokenInfo, error) {
+	var out []api.TokenInfo
+	path, err := poolPath(pool)
+	if err != nil {
+		return nil, err
+	}
+	_, err = c.do(ctx, http.MethodGet, path+"/tokens", nil, nil, &out)
+	return out, err
+}
+
+// GetTokenInfo returns one token's metadata.
+func (c *Client) GetTokenInfo(ctx context.Context, pool, id string) (api.TokenInfo, error) {
+	var out api.TokenInfo
+	path, err := tokenPath(pool, id)
+	if err != nil {
+		return out, err
+	}
+	_, err = c.do(ctx, http.MethodGet, path, nil, nil, &out)
+	return out, err
+}
+
+// AddToken adds a token to a pool and returns its metadata, with the id the
+// agent gave it.
+func (c *Client) AddToken(ctx context.Context, pool string, req api.TokenRequest) (api.TokenInfo, error) {
+	var out api.TokenInfo
+	path, err := poolPath(pool)
+	if err != nil {
+		return out, err
+	}
+	_, err = c.do(ctx, http.MethodPost, path+"/tokens", nil, req, &out)
+	return out, err
+}
+
+// RemoveToken removes a token from a pool.
+func (c *Client) RemoveToken(ctx context.Context, pool, id string) (api.WriteResponse, error) {
+	var out api.WriteResponse
+	path, err := tokenPath(pool, id)
+	if err != nil {
+		return out, err
+	}
+	_, err = c.do(ctx, http.MethodDelete, path, nil, nil, &out)
+	return out, err
+}
+
+// FetchOptions tune a token fetch.
+type FetchOptions struct {
+	// Exclude lists token ids not to serve, such as one that just failed.
+	Exclude []string
+}
+
+func (o FetchOptions) query(format string) url.Values {
+	q := url.Values{}
+	if format != "" {
+		q.Set("format", format)
+	}
+	for _, id := range o.Exclude {
+		q.Add("exclude", id)
+	}
+	return q
+}
+
+// FetchToken returns the token the agent serves from pool now, and how
+// fresh the agent's state was.
+func (c *Client) FetchToken(ctx context.Context, pool string, opts FetchOptions) (api.Token, Meta, error) {
+	var out api.Token
+	path, err := poolPath(pool)
+	if err != nil {
+		return out, Meta{}, err
+	}
+	resp, err := c.do(ctx, http.MethodGet, path+"/token", opts.query(""), nil, &out)
+	if err != nil {
+		return out, Meta{}, err
+	}
+	return out, parseMeta(resp.header), nil
+}
+
+// RawToken is a token fetched with format=raw: its value, and its id from
+// the X-Tokend-Token-Id header.
+type RawToken struct {
+	ID    string
+	Value string
+}
+
+// FetchRaw is FetchToken with format=raw: the agent answers with the bare
+// value.
+func (c *Client) FetchRaw(ctx context.Context, pool string, opts FetchOptions) (RawToken, Meta, error) {
+	path, err := poolPath(pool)
+	if err != nil {
+		return RawToken{}, Meta{}, err
+	}
+	resp, err := c.do(ctx, http.MethodGet, path+"/token", opts.query("raw"), nil, nil)
+	if err != nil {
+		return RawToken{}, Meta{}, err
+	}
+	id := resp.header.Get(api.HeaderTokenID)
+	if id == "" {
+		return RawToken{}, Meta{}, fmt.Errorf("tokend at %s: GET %s/token: answer has no %s header", c.addr, path, api.HeaderTokenID)
+	}
+	return RawToken{ID: id, Value: string(resp.body)}, parseMeta(resp.header), nil
+}
+
+// Report tells the agent how using a token went. A change the agent applied
+// but has not committed yet comes back with Committed false and no error.
+func (c *Client) Report(ctx context.Context, pool, id string, req api.ReportRequest) (api.ReportResponse, error) {
+	var out api.ReportResponse
+	path, err := tokenPath(pool, id)
+	if err != nil {
+		return out, err
+	}
+	_, err = c.do(ctx, http.MethodPost, path+"/report", nil, req, &out)
+	return out, err
+}
+
+// Health returns the agent's own health.
+func (c *Client) Health(ctx context.Context) (api.AgentHealth, error) {
+	var out api.AgentHealth
+	_, err := c.do(ctx, http.MethodGet, "/v1/health", nil, nil, &out)
+	return out, err
+}
+
+// Leader returns the Raft leader the agent knows; empty fields mean none.
+func (c *Client) Leader(ctx context.Context) (api.Leader, error) {
+	var out api.Leader
+	_, err := c.do(ctx, http.MethodGet, "/v1/status/leader", nil, nil, &out)
+	return out, err
+}
+
+// Peers returns the servers in the Raft configuration.
+func (c *Client) Peers(ctx context.Context) ([]api.Peer, error) {
+	var out []api.Peer
+	_, err := c.do(ctx, http.MethodGet, "/v1/status/peers", nil, nil, &out)
+	return out, err
+}
+
+// Members returns the agents gossip knows.
+func (c *Client) Members(ctx context.Context) ([]api.Member, error) {
+	var out []api.Member
+	_, err := c.do(ctx, http.MethodGet, "/v1/members", nil, nil, &out)
+	return out, err
+}

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tokend/tokend/api"
+)
+
+// maxPoolFileBytes bounds a pool file; a real one is a few hundred bytes.
+const maxPoolFileBytes = 1 << 20
+
+func newPoolCmd(o *clientOpts) *cobra.Command {
+	return groupCmd("pool", "Manage token pools",
+		newPoolApplyCmd(o), newPoolListCmd(o), newPoolShowCmd(o), newPoolDeleteCmd(o))
+}
+
+func newPoolApplyCmd(o *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "apply FILE",
+		Short: "Create a pool or update its definition from a JSON file",
+		Long: `Create a pool or update its definition from a JSON file ("-" reads stdin):
+
+    {
+      "name": "github",
+      "selection": "priority",
+      "min_healthy": 1,
+      "provider": {"type": "static"},
+      "labels": {"team": "infra"}
+    }
+
+Only "name" is required. HCL pool files are not supported yet.`,
+		Args: exactArgs("FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			name, req, err := readPoolFile(args[0], cmd.InOrStdin())
+			if err != nil {
+				return err
+			}
+			c, ctx, cancel, err := o.start(cmd)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			p, err := c.ApplyPool(ctx, name, req)
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return printJSON(cmd.OutOrStdout(), p)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Pool %q applied (index %d).\n", p.Name, p.ModifyIndex)
+			return nil
+		},
+	}
+}
+
+// poolFile is what a pool file holds: the API's request plus the name.
+type poolFile struct {
+	Name string `json:"name"`
+	api.PoolRequest
+}
+
+// readPoolFile reads and checks a pool file; "-" is stdin.
+func readPoolFile(path string, stdin io.Reader) (string, api.PoolRequest, error) {
+	shown := path
+	var r io.Reader
+	switch ext := strings.ToLower(filepath.Ext(path)); {
+	case path == "-":
+		shown, r = "<stdin>", stdin
+	case ext == ".hcl":
+		return "", api.PoolRequest{}, fmt.Errorf("pool file %s: HCL is not supported yet; write the pool as JSON in a .json file", path)
+	case ext == ".json":
+		f, err := os.Open(path)
+		if err != nil {
+			return "", api.PoolRequest{}, fmt.Errorf("pool file: %w", err)
+		}
+		defer f.Close()
+		r = f
+	default:
+		return "", api.PoolRequest{}, fmt.Errorf("pool file %s: unknown format; use a .json file, or - to read JSON from stdin", path)
+	}
+	data, err := io.ReadAll(io.LimitReader(r, maxPoolFileBytes+1))
+	if err != nil {
+		return "", api.PoolRequest{}, fmt.Errorf("pool file %s: %w", shown, err)
+	}
+	if len(data) > maxPoolFileBytes {
+		return "", api.PoolRequest{}, fmt.Errorf("pool file %s is larger than %d bytes", shown, maxPoolFileBytes)
+	}
+	var pf poolFile
+	if err := decodeStrict(data, &pf); err != nil {
+		return "", api.PoolRequest{}, fmt.Errorf("pool file %s: %w", shown, err)
+	}
+	if pf.Name == "" {
+		return "", api.PoolRequest{}, fmt.Errorf("pool file %s: \"name\" is required", shown)
+	}
+	return pf.Name, pf.PoolRequest, nil
+}
+
+// decodeStrict decodes exactly one JSON object into v, rejecting unknown
+// fields, and says where a problem is.
+func decodeStrict(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var (
+		syntax  *json.SyntaxError
+		typeErr *json.UnmarshalTypeError
+	)
+	switch {
+	case err == nil:
+		if _, err := dec.Token(); err != io.EOF {
+			return errors.New("has more data after the JSON object")
+		}
+		return nil
+	case errors.Is(err, io.EOF):
+		return errors.New("is empty")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return errors.New("ends in the middle of a JSON value")
+	case errors.As(err, &syntax):
+		return fmt.Errorf("invalid JSON at %s: %v", position(data, syntax.Offset), syntax)
+	case errors.As(err, &typeErr):
+		if typeErr.Field == "" {
+			return fmt.Errorf("must hold a JSON object, not %s", typeErr.Value)
+		}
+		// The path names poolFile's embedded struct, which the file
+		// does not show.
+		field := strings.TrimPrefix(typeErr.Field, "PoolRequest.")
+		return fmt.Errorf("field %q must be a %s, not a JSON %s (at %s)", field, jsonKind(typeErr.Type), typeErr.Value, position(data, typeErr.Offset))
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return fmt.Errorf("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
+	}
+	return err
+}
+
+// jsonKind names the JSON type that decodes into t.
+func jsonKind(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64,
+		reflect.Float32, reflect.Float64:
+		return "number"
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	}
+	return "object"
+}
+
+// position turns a byte offset into "line L, column C".
+func position(data []byte, offset int64) string {
+	offset = min(max(offset, 0), int64(len(data)))
+	before := data[:offset]
+	line := bytes.Count(before, []byte("\n")) + 1
+	col := int(offset) - (bytes.LastIndexByte(before, '\n') + 1)
+	return "line " + strconv.Itoa(line) + ", column " + strconv.Itoa(max(col, 1))
+}
+
+func newPoolListCmd(o *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "List pools",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, cancel, err := o.start(cmd)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			pools, err := c.ListPools(ctx)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if o.json {
+				return printJSON(out, pools)
+			}
+			if len(pools) == 0 {
+				fmt.Fprintln(out, "No pools.")
+				return nil
+			}
+			slices.SortFunc(pools, func(a, b api.Pool) int { return strings.Compare(a.Name, b.Name) })
+			tw := newTable(out, "NAME", "SELECTION", "MIN HEALTHY", "PROVIDER", "TOKENS", "ELIGIBLE", "LABELS")
+			for _, p := range pools {
+				row(tw, p.Name, p.Selection, strconv.Itoa(p.MinHealthy), p.Provider.Type,
+					strconv.Itoa(p.Tokens), strconv.Itoa(p.Eligible), fmtLabels(p.Labels))
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newPoolShowCmd(o *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "show NAME",
+		Short: "Show one pool",
+		Args:  exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, cancel, err := o.start(cmd)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			p, err := c.GetPool(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if o.json {
+				return printJSON(out, p)
+			}
+			tw := newTable(out)
+			row(tw, "Name:", p.Name)
+			row(tw, "Selection:", p.Selection)
+			row(tw, "Min healthy:", strconv.Itoa(p.MinHealthy))
+			row(tw, "Provider:", p.Provider.Type)
+			row(tw, "Labels:", fmtLabels(p.Labels))
+			row(tw, "Tokens:", fmt.Sprintf("%d (%d eligible on this agent)", p.Tokens, p.Eligible))
+			row(tw, "Created:", fmtTime(&p.CreatedAt))
+			row(tw, "Updated:", fmtTime(&p.UpdatedAt))
+			row(tw, "Index:", fmt.Sprintf("created %d, modified %d", p.CreateIndex, p.ModifyIndex))
+			return tw.Flush()
+		},
+	}
+}
+
+func newPoolDeleteCmd(o *clientOpts) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "delete NAME",
+		Short: "Delete a pool",
+		Long:  "Delete a pool. A pool that still holds tokens is only deleted with --force, which deletes its tokens too.",
+		Args:  exactArgs("NAME"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, ctx, cancel, err := o.start(cmd)
+			if err != nil {
+				return err
+			}
+			defer cancel()
+			res, err := c.DeletePool(ctx, args[0], force)
+			if err != nil {
+				return err
+			}
+			if o.json {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "Pool %q deleted (index %d).\n", args[0], res.Index)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "delete the pool even if it still holds tokens, and the tokens with it")
+	return cmd
+}
+
+// fmtLabels formats labels as k=v pairs in key order.
+func fmtLabels(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + labels[k]
+	}
+	return strings.Join(parts, ",")
+}
