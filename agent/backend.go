@@ -91,7 +91,8 @@ func (b *backend) Report(ctx context.Context, pool, id string, outcome tokens.Ou
 }
 
 func apiHealth(h tokens.Health, now time.Time) api.Health {
-	out := api.Health{State: string(h.StateAt(now)), Reason: h.Reason, Reporter: h.Reporter}
+	h = h.AsOf(now)
+	out := api.Health{State: string(h.State), Reason: h.Reason, Reporter: h.Reporter}
 	if !h.Since.IsZero() {
 		out.Since = &h.Since
 	}

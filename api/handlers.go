@@ -384,10 +384,7 @@ func toPool(view View, p *tokens.Pool, toks []*tokens.Token) Pool {
 }
 
 func toTokenInfo(view View, t *tokens.Token) TokenInfo {
-	h := view.Health(t)
-	if h.State == tokens.Cooldown && h.StateAt(view.Now()) == tokens.Healthy {
-		h = tokens.Health{State: tokens.Healthy, Reason: "cooldown ended", Since: h.Until}
-	}
+	h := view.Health(t).AsOf(view.Now())
 	return TokenInfo{
 		ID: t.ID, Pool: t.Pool, Priority: t.Priority, Labels: t.Labels,
 		ExpiresAt: timePtr(t.ExpiresAt), NotBefore: timePtr(t.NotBefore),

@@ -32,6 +32,10 @@ import (
 // deterministic rejection, handed back to the proposer.
 type StateMachine interface {
 	Apply(index uint64, entry []byte) error
+	// Check returns the rejection Apply would give entry against the
+	// current state, changing nothing. The leader checks before it commits,
+	// so a refused write costs no log entry.
+	Check(entry []byte) error
 	// Snapshot must be quick; the returned WriterTo does the I/O and may run
 	// concurrently with Apply.
 	Snapshot() (io.WriterTo, error)
@@ -299,6 +303,9 @@ func (c *Cluster) applyLocal(ctx context.Context, entry []byte) (uint64, error) 
 	timeout := c.cfg.Timing.ApplyTimeout
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
+	}
+	if err := c.sm.Check(entry); err != nil {
+		return 0, err
 	}
 	f := c.raft.Apply(entry, timeout)
 	if err := f.Error(); err != nil {

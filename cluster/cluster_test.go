@@ -39,6 +39,13 @@ func (s *counterSM) Apply(index uint64, entry []byte) error {
 	return nil
 }
 
+func (s *counterSM) Check(entry []byte) error {
+	if binary.BigEndian.Uint64(entry) == 0 {
+		return tokens.Errorf(tokens.CodeInvalid, "zero is rejected")
+	}
+	return nil
+}
+
 func (s *counterSM) Snapshot() (io.WriterTo, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -408,9 +415,13 @@ func TestApplyForwardsAndReadsOwnWrite(t *testing.T) {
 		if n.sm.AppliedIndex() < idx || n.sm.value() != total {
 			t.Fatalf("follower answered before applying index %d (applied %d, value %d, want %d)", idx, n.sm.AppliedIndex(), n.sm.value(), total)
 		}
-		_, err = n.Apply(context.Background(), entry(0))
-		if !errors.Is(err, tokens.ErrInvalid) {
-			t.Fatalf("forwarded rejection = %v, want invalid_request", err)
+		before := l.raft.LastIndex()
+		idx, err = n.Apply(context.Background(), entry(0))
+		if !errors.Is(err, tokens.ErrInvalid) || idx != 0 {
+			t.Fatalf("forwarded rejection = %d, %v, want invalid_request at no index", idx, err)
+		}
+		if after := l.raft.LastIndex(); after != before {
+			t.Fatalf("a write the leader refused took log entries %d..%d", before, after)
 		}
 	}
 }

@@ -22,8 +22,13 @@ type FSM struct {
 	applied atomic.Uint64
 }
 
-// New returns an FSM holding empty state.
+// New returns an FSM holding empty state. A nil logger discards logs.
 func New(logger hclog.Logger) *FSM {
+	if logger == nil {
+		// Apply logs on its recovery path: a nil logger there would turn
+		// a rejected entry into a crash.
+		logger = hclog.NewNullLogger()
+	}
 	f := &FSM{logger: logger}
 	f.state.Store(emptyState())
 	return f
@@ -43,17 +48,41 @@ func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 // rejected rather than crashing every agent at once.
 func (f *FSM) Apply(index uint64, entry []byte) (err error) {
 	defer f.applied.Store(index)
-	defer func() {
-		if r := recover(); r != nil {
-			f.logger.Error("log entry panicked in apply; rejected", "index", index, "panic", r, "stack", string(debug.Stack()))
-			err = tokens.Errorf(tokens.CodeInvalid, "log entry %d could not be applied", index)
-		}
-	}()
+	defer f.recoverInto(&err, index)
+	next, err := f.run(f.logger, f.state.Load(), index, entry)
+	if err != nil {
+		return err
+	}
+	f.state.Store(next)
+	return nil
+}
+
+// Check reports the rejection entry would meet if it were applied to the
+// current state, without applying it. The leader calls it before
+// committing, so a write the state machine would refuse costs no log entry
+// and changes nothing. Apply stays the authority: entries committed in the
+// meantime may still change its answer.
+func (f *FSM) Check(entry []byte) (err error) {
+	defer f.recoverInto(&err, 0)
+	_, err = f.run(hclog.NewNullLogger(), f.state.Load(), f.applied.Load()+1, entry)
+	return err
+}
+
+func (f *FSM) recoverInto(err *error, index uint64) {
+	if r := recover(); r != nil {
+		f.logger.Error("log entry panicked in apply; rejected", "index", index, "panic", r, "stack", string(debug.Stack()))
+		*err = tokens.Errorf(tokens.CodeInvalid, "log entry %d could not be applied", index)
+	}
+}
+
+// run computes the state after entry; logger receives the apply functions'
+// logs.
+func (f *FSM) run(logger hclog.Logger, s *State, index uint64, entry []byte) (*State, error) {
 	if len(entry) == 0 {
-		return f.corrupt(index, 0, fmt.Errorf("empty entry"))
+		return nil, f.corrupt(index, 0, fmt.Errorf("empty entry"))
 	}
 	t, body := MessageType(entry[0]), entry[1:]
-	var apply func(*State, uint64, []byte) (*State, error)
+	var apply func(*State, uint64, []byte, hclog.Logger) (*State, error)
 	switch t {
 	case PoolUpsertType:
 		apply = applyPoolUpsert
@@ -64,24 +93,20 @@ func (f *FSM) Apply(index uint64, entry []byte) (err error) {
 	case TokenRemoveType:
 		apply = applyTokenRemove
 	case TokenReportType:
-		apply = f.applyTokenReport
+		apply = applyTokenReport
 	default:
 		if t&IgnoreUnknownTypeFlag != 0 {
-			f.logger.Warn("ignoring log entry of unknown type; an agent is newer than this one", "index", index, "type", uint8(t))
-			return nil
+			logger.Warn("ignoring log entry of unknown type; an agent is newer than this one", "index", index, "type", uint8(t))
+			return s, nil
 		}
-		return f.corrupt(index, t, fmt.Errorf("unknown command type %d", uint8(t)))
+		return nil, f.corrupt(index, t, fmt.Errorf("unknown command type %d", uint8(t)))
 	}
-	next, err := apply(f.state.Load(), index, body)
+	next, err := apply(s, index, body, logger)
 	var decodeErr *decodeError
-	switch {
-	case errors.As(err, &decodeErr):
-		return f.corrupt(index, t, decodeErr.err)
-	case err != nil:
-		return err
+	if errors.As(err, &decodeErr) {
+		return nil, f.corrupt(index, t, decodeErr.err)
 	}
-	f.state.Store(next)
-	return nil
+	return next, err
 }
 
 func (f *FSM) corrupt(index uint64, t MessageType, err error) error {
@@ -100,7 +125,7 @@ func decode(body []byte, v any) error {
 	return nil
 }
 
-func applyPoolUpsert(s *State, index uint64, body []byte) (*State, error) {
+func applyPoolUpsert(s *State, index uint64, body []byte, _ hclog.Logger) (*State, error) {
 	var req PoolUpsertRequest
 	if err := decode(body, &req); err != nil {
 		return nil, err
@@ -120,7 +145,7 @@ func applyPoolUpsert(s *State, index uint64, body []byte) (*State, error) {
 	return s.withPool(p.Name, ps), nil
 }
 
-func applyPoolDelete(s *State, _ uint64, body []byte) (*State, error) {
+func applyPoolDelete(s *State, _ uint64, body []byte, _ hclog.Logger) (*State, error) {
 	var req PoolDeleteRequest
 	if err := decode(body, &req); err != nil {
 		return nil, err
@@ -135,7 +160,7 @@ func applyPoolDelete(s *State, _ uint64, body []byte) (*State, error) {
 	return s.withPool(req.Name, nil), nil
 }
 
-func applyTokenAdd(s *State, index uint64, body []byte) (*State, error) {
+func applyTokenAdd(s *State, index uint64, body []byte, _ hclog.Logger) (*State, error) {
 	var req TokenAddRequest
 	if err := decode(body, &req); err != nil {
 		return nil, err
@@ -168,7 +193,7 @@ func applyTokenAdd(s *State, index uint64, body []byte) (*State, error) {
 	return s.withPool(t.Pool, ps.withToken(&t)), nil
 }
 
-func applyTokenRemove(s *State, _ uint64, body []byte) (*State, error) {
+func applyTokenRemove(s *State, _ uint64, body []byte, _ hclog.Logger) (*State, error) {
 	var req TokenRemoveRequest
 	if err := decode(body, &req); err != nil {
 		return nil, err
@@ -187,7 +212,7 @@ func applyTokenRemove(s *State, _ uint64, body []byte) (*State, error) {
 // applyTokenReport applies each report with tokens.Transition. Reports for
 // tokens that are gone, or that change nothing, are skipped: they raced with
 // another write and are not errors.
-func (f *FSM) applyTokenReport(s *State, index uint64, body []byte) (*State, error) {
+func applyTokenReport(s *State, index uint64, body []byte, logger hclog.Logger) (*State, error) {
 	var req TokenReportRequest
 	if err := decode(body, &req); err != nil {
 		return nil, err
@@ -215,7 +240,7 @@ func (f *FSM) applyTokenReport(s *State, index uint64, body []byte) (*State, err
 		t := *old
 		t.Health, t.ModifyIndex = h, index
 		next = next.withPool(r.Pool, ps.withToken(&t))
-		f.logger.Debug("token health changed", "pool", r.Pool, "token", r.TokenID, "from", old.Health.State, "to", h.State, "reason", h.Reason, "reporter", r.Reporter, "index", index)
+		logger.Debug("token health changed", "pool", r.Pool, "token", r.TokenID, "from", old.Health.State, "to", h.State, "reason", h.Reason, "reporter", r.Reporter, "index", index)
 	}
 	return next, nil
 }

@@ -104,6 +104,10 @@ func (f *FSM) Restore(r io.Reader) error {
 		return fmt.Errorf("snapshot version %d is not supported by this agent (it reads version %d): upgrade the agent", h.Version, snapshotVersion)
 	}
 	next := emptyState()
+	// A pool or token that appears twice would lose the first copy's
+	// tokens, or break the unique ids that keep the token order total.
+	type tokenKey struct{ pool, id string }
+	seen := map[tokenKey]bool{}
 	for count := 0; ; count++ {
 		var rec snapshotRecord
 		if err := dec.Decode(&rec); err != nil {
@@ -117,6 +121,9 @@ func (f *FSM) Restore(r io.Reader) error {
 			if rec.Pool == nil || !tokens.ValidName(rec.Pool.Name) {
 				return fmt.Errorf("snapshot record %d: pool record without a valid pool", count)
 			}
+			if _, dup := next.pools[rec.Pool.Name]; dup {
+				return fmt.Errorf("snapshot record %d: pool %q appears twice", count, rec.Pool.Name)
+			}
 			next.pools[rec.Pool.Name] = &PoolState{Pool: rec.Pool}
 		case recordToken:
 			if rec.Token == nil {
@@ -126,6 +133,11 @@ func (f *FSM) Restore(r io.Reader) error {
 			if !ok {
 				return fmt.Errorf("snapshot record %d: token %q belongs to pool %q, which the snapshot has not defined", count, rec.Token.ID, rec.Token.Pool)
 			}
+			key := tokenKey{rec.Token.Pool, rec.Token.ID}
+			if seen[key] {
+				return fmt.Errorf("snapshot record %d: token %q of pool %q appears twice", count, rec.Token.ID, rec.Token.Pool)
+			}
+			seen[key] = true
 			ps.Tokens = append(ps.Tokens, rec.Token)
 		case recordEnd:
 			if rec.Count != count {

@@ -65,6 +65,15 @@ func (h Health) StateAt(now time.Time) HealthState {
 	return h.State
 }
 
+// AsOf returns h as it stands at now: a cooldown whose deadline has passed
+// reads as healthy since that deadline.
+func (h Health) AsOf(now time.Time) Health {
+	if h.State == Cooldown && !now.Before(h.Until) {
+		return Health{State: Healthy, Reason: "cooldown ended", Since: h.Until}
+	}
+	return h
+}
+
 // Transition returns the health a token has after report r, and whether it
 // changed. It is pure: the FSM applies it to replicated state and agents apply
 // it to their local overlay, and both reach the same answer.

@@ -3,6 +3,8 @@ package tokens
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
+	"io"
 )
 
 // Secret holds a credential. It formats as "[redacted]" so a secret that
@@ -14,6 +16,10 @@ const redacted = "[redacted]"
 
 func (s Secret) String() string   { return redacted }
 func (s Secret) GoString() string { return redacted }
+
+// Format prints "[redacted]" whatever the verb. Without it, verbs that
+// fmt does not route to String (%d, %c, %o, %b, %U) print the bytes.
+func (s Secret) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, redacted) }
 
 // Reveal returns the secret's value. Call it only where the value is meant
 // to leave the process: the token fetch response.

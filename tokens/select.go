@@ -89,6 +89,11 @@ func class(t *Token, q *Query) (int, time.Time) {
 	case Degraded:
 		return base + 1, time.Time{}
 	case Cooldown:
+		if !t.ExpiresAt.IsZero() && !h.Until.Add(ExpiryMargin).Before(t.ExpiresAt) {
+			// The token expires before its cooldown ends: waiting for it
+			// is no use, so it is no reason to tell a client to retry.
+			return ineligible, time.Time{}
+		}
 		return coolingDown, h.Until
 	}
 	return ineligible, time.Time{}

@@ -1,6 +1,8 @@
 package tokens
 
 import (
+	"maps"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -52,7 +54,10 @@ func ValidateLabels(labels map[string]string) error {
 	if len(labels) > MaxLabels {
 		return invalidf("too many labels: %d (at most %d)", len(labels), MaxLabels)
 	}
-	for k, v := range labels {
+	// In key order, so that every agent rejects a command with the same
+	// message.
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		v := labels[k]
 		if !ValidName(k) {
 			return invalidf("label key %q is invalid: it must match %s", truncate(k, 80), NamePatternString)
 		}
@@ -111,8 +116,8 @@ func (t *Token) Validate(now time.Time) error {
 	if t.Priority < -MaxPriority || t.Priority > MaxPriority {
 		return invalidf("priority must be between %d and %d, got %d", -MaxPriority, MaxPriority, t.Priority)
 	}
-	if !t.ExpiresAt.IsZero() && !t.ExpiresAt.After(now) {
-		return invalidf("expires_at %s is not in the future", t.ExpiresAt.UTC().Format(time.RFC3339))
+	if !t.ExpiresAt.IsZero() && !t.ExpiresAt.After(now.Add(ExpiryMargin)) {
+		return invalidf("expires_at %s is in the past or less than %s away: such a token could never be served", t.ExpiresAt.UTC().Format(time.RFC3339), ExpiryMargin)
 	}
 	if !t.ExpiresAt.IsZero() && !t.NotBefore.IsZero() && !t.NotBefore.Before(t.ExpiresAt) {
 		return invalidf("not_before must be before expires_at")

@@ -1,0 +1,290 @@
+package fsm
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/tokend/tokend/tokens"
+)
+
+// t0 is the proposer's clock in these tests: Apply only reads times from
+// commands, so tests pick them.
+var t0 = time.Date(2030, time.January, 2, 3, 4, 5, 0, time.UTC)
+
+// logBuffer collects an FSM's log lines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newLogger(buf *logBuffer) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{Name: "fsm", Output: buf, Level: hclog.Trace})
+}
+
+// harness applies commands at increasing indices and checks what every
+// Apply promises.
+type harness struct {
+	t     testing.TB
+	f     *FSM
+	logs  *logBuffer
+	index uint64
+}
+
+func newHarness(t testing.TB) *harness {
+	buf := &logBuffer{}
+	return &harness{t: t, f: New(newLogger(buf)), logs: buf}
+}
+
+// use makes h report to t, a subtest, until the returned func is called.
+func (h *harness) use(t testing.TB) (restore func()) {
+	old := h.t
+	h.t = t
+	return func() { h.t = old }
+}
+
+func encode(t testing.TB, typ MessageType, req any) []byte {
+	t.Helper()
+	b, err := Encode(typ, req)
+	if err != nil {
+		t.Fatalf("Encode(%s): %v", typ, err)
+	}
+	return b
+}
+
+// applyRaw applies entry at the next index. Whatever the outcome, the state
+// that was current before is unchanged afterwards, AppliedIndex is the
+// entry's index, and a rejection leaves the current state pointer-identical.
+func (h *harness) applyRaw(entry []byte) error {
+	h.t.Helper()
+	h.index++
+	before := h.f.State()
+	frozen := freeze(before)
+	checked := h.f.Check(entry)
+	if h.f.State() != before || h.f.AppliedIndex() != h.index-1 {
+		h.t.Fatalf("Check before Apply(%d) changed the state or the applied index", h.index)
+	}
+	err := h.f.Apply(h.index, entry)
+	// Nothing ran between them, so the leader's pre-check must agree with
+	// Apply exactly.
+	if fmt.Sprint(checked) != fmt.Sprint(err) {
+		h.t.Fatalf("Check(%d) = %v, but Apply = %v", h.index, checked, err)
+	}
+	if got := h.f.AppliedIndex(); got != h.index {
+		h.t.Fatalf("after Apply(%d) AppliedIndex = %d", h.index, got)
+	}
+	if !reflect.DeepEqual(freeze(before), frozen) {
+		h.t.Fatalf("Apply(%d) modified the State that was current before it", h.index)
+	}
+	if err != nil && h.f.State() != before {
+		h.t.Fatalf("Apply(%d) was rejected (%v) but replaced the state", h.index, err)
+	}
+	if strings.Contains(h.logs.String(), "panicked") {
+		h.t.Fatalf("Apply(%d) panicked:\n%s", h.index, h.logs.String())
+	}
+	return err
+}
+
+func (h *harness) apply(typ MessageType, req any) error {
+	h.t.Helper()
+	return h.applyRaw(encode(h.t, typ, req))
+}
+
+func (h *harness) mustApply(typ MessageType, req any) {
+	h.t.Helper()
+	if err := h.apply(typ, req); err != nil {
+		h.t.Fatalf("Apply(%d, %s): %v", h.index, typ, err)
+	}
+}
+
+// reject applies a command that must be rejected with code.
+func (h *harness) reject(typ MessageType, req any, code string) *tokens.Error {
+	h.t.Helper()
+	return h.rejectRaw(encode(h.t, typ, req), code)
+}
+
+func (h *harness) rejectRaw(entry []byte, code string) *tokens.Error {
+	h.t.Helper()
+	err := h.applyRaw(entry)
+	if err == nil {
+		h.t.Fatalf("Apply(%d) accepted an entry that must be rejected with %s", h.index, code)
+	}
+	var e *tokens.Error
+	if !errors.As(err, &e) {
+		h.t.Fatalf("Apply(%d) error %v (%T) is not a *tokens.Error", h.index, err, err)
+	}
+	if e.Code != code {
+		h.t.Fatalf("Apply(%d) error code %s (%v), want %s", h.index, e.Code, err, code)
+	}
+	return e
+}
+
+func (h *harness) pool(name string) *PoolState {
+	h.t.Helper()
+	ps, ok := h.f.State().Pool(name)
+	if !ok {
+		h.t.Fatalf("pool %q does not exist", name)
+	}
+	return ps
+}
+
+func (h *harness) token(pool, id string) *tokens.Token {
+	h.t.Helper()
+	tk, ok := h.f.State().Token(pool, id)
+	if !ok {
+		h.t.Fatalf("token %s/%s does not exist", pool, id)
+	}
+	return tk
+}
+
+func poolReq(name string, at time.Time, mods ...func(*tokens.Pool)) PoolUpsertRequest {
+	p := tokens.Pool{Name: name}
+	for _, m := range mods {
+		m(&p)
+	}
+	return PoolUpsertRequest{Pool: p, At: at}
+}
+
+func tokenReq(pool, id, value string, priority int, at time.Time, mods ...func(*tokens.Token)) TokenAddRequest {
+	tk := tokens.Token{ID: id, Pool: pool, Value: tokens.Secret(value), Fingerprint: tokens.Fingerprint([]byte(value)), Priority: priority}
+	for _, m := range mods {
+		m(&tk)
+	}
+	return TokenAddRequest{Token: tk, At: at}
+}
+
+func report(pool, id string, o tokens.Outcome, at, until time.Time) tokens.Report {
+	return tokens.Report{Pool: pool, TokenID: id, Outcome: o, At: at, Until: until, Reporter: "node-1"}
+}
+
+// frozenPool is a deep copy of a PoolState.
+type frozenPool struct {
+	Pool   tokens.Pool
+	Tokens []tokens.Token
+}
+
+// freeze deep-copies s, so that it can be compared after later Applies. The
+// JSON encoding drops empty label maps, so empty and nil count as the same.
+func freeze(s *State) map[string]frozenPool {
+	out := map[string]frozenPool{}
+	for name, ps := range s.pools {
+		fp := frozenPool{Pool: *ps.Pool}
+		fp.Pool.Labels = cloneLabels(fp.Pool.Labels)
+		for _, t := range ps.Tokens {
+			c := *t
+			c.Labels = cloneLabels(c.Labels)
+			c.Value = slices.Clone(c.Value)
+			fp.Tokens = append(fp.Tokens, c)
+		}
+		out[name] = fp
+	}
+	return out
+}
+
+func cloneLabels(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return maps.Clone(m)
+}
+
+func snapshotBytes(t testing.TB, f *FSM) []byte {
+	t.Helper()
+	snap, err := f.Snapshot()
+	if err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	var buf bytes.Buffer
+	n, err := snap.WriteTo(&buf)
+	if err != nil {
+		t.Fatalf("WriteTo: %v", err)
+	}
+	if n != int64(buf.Len()) {
+		t.Fatalf("WriteTo returned %d, wrote %d bytes", n, buf.Len())
+	}
+	return buf.Bytes()
+}
+
+// checkInvariants fails if s breaks what the rest of tokend relies on.
+func checkInvariants(t testing.TB, s *State) {
+	t.Helper()
+	for name, ps := range s.pools {
+		if ps == nil || ps.Pool == nil {
+			t.Fatalf("pool %q has no definition", name)
+		}
+		if ps.Pool.Name != name {
+			t.Fatalf("pool %q is stored under %q", ps.Pool.Name, name)
+		}
+		ids := map[string]bool{}
+		for i, tk := range ps.Tokens {
+			if tk == nil {
+				t.Fatalf("pool %q: token %d is nil", name, i)
+			}
+			if tk.Pool != name {
+				t.Fatalf("token %q of pool %q says its pool is %q", tk.ID, name, tk.Pool)
+			}
+			if ids[tk.ID] {
+				t.Fatalf("pool %q holds token %q twice", name, tk.ID)
+			}
+			ids[tk.ID] = true
+			if i > 0 && !tokens.Less(ps.Tokens[i-1], tk) {
+				t.Fatalf("pool %q: tokens %q and %q are not in Less order", name, ps.Tokens[i-1].ID, tk.ID)
+			}
+		}
+	}
+}
+
+// everyCommand returns a sequence of entries that uses every command type,
+// accepted and rejected, starting from empty state.
+func everyCommand(t testing.TB) [][]byte {
+	e := func(typ MessageType, req any) []byte { return encode(t, typ, req) }
+	labels := func(p *tokens.Pool) { p.Labels = map[string]string{"team": "payments", "env": "prod"} }
+	return [][]byte{
+		e(PoolUpsertType, poolReq("github", t0, labels)),
+		e(PoolUpsertType, poolReq("openai", t0, func(p *tokens.Pool) { p.Selection = tokens.SelectRoundRobin; p.MinHealthy = 2 })),
+		e(TokenAddType, tokenReq("github", "tok_a", "value-a", 0, t0.Add(time.Second), func(tk *tokens.Token) {
+			tk.Labels = map[string]string{"scope": "repo"}
+			tk.ExpiresAt = t0.Add(90 * 24 * time.Hour)
+		})),
+		e(TokenAddType, tokenReq("github", "tok_b", "value-b", 5, t0.Add(2*time.Second), func(tk *tokens.Token) { tk.NotBefore = t0 })),
+		e(TokenAddType, tokenReq("github", "tok_c", "value-c", 5, t0.Add(3*time.Second))),
+		e(TokenAddType, tokenReq("openai", "tok_d", "value-d", 1, t0.Add(4*time.Second))),
+		e(TokenAddType, tokenReq("openai", "tok_e", "value-e", 1, t0.Add(5*time.Second))),
+		e(TokenAddType, tokenReq("github", "tok_a", "value-x", 0, t0.Add(6*time.Second))), // duplicate id: rejected
+		e(TokenReportType, TokenReportRequest{Reports: []tokens.Report{
+			report("github", "tok_a", tokens.OutcomeUnauthorized, t0.Add(time.Minute), time.Time{}),
+			report("openai", "tok_d", tokens.OutcomeRateLimited, t0.Add(time.Minute), t0.Add(time.Hour)),
+			report("github", "tok_gone", tokens.OutcomeForbidden, t0.Add(time.Minute), time.Time{}),
+		}}),
+		e(TokenRemoveType, TokenRemoveRequest{Pool: "github", ID: "tok_c", At: t0.Add(2 * time.Minute)}),
+		e(PoolUpsertType, poolReq("github", t0.Add(time.Hour), labels, func(p *tokens.Pool) { p.MinHealthy = 1 })),
+		e(PoolUpsertType, poolReq("scratch", t0.Add(time.Hour))),
+		e(PoolDeleteType, PoolDeleteRequest{Name: "scratch", At: t0.Add(2 * time.Hour)}),
+		e(PoolDeleteType, PoolDeleteRequest{Name: "openai", At: t0.Add(2 * time.Hour)}), // holds tokens: rejected
+		e(PoolUpsertType, poolReq("temp", t0.Add(3*time.Hour))),
+		e(TokenAddType, tokenReq("temp", "tok_t", "value-t", 0, t0.Add(3*time.Hour))),
+		e(PoolDeleteType, PoolDeleteRequest{Name: "temp", Force: true, At: t0.Add(4 * time.Hour)}),
+		e(IgnoreUnknownTypeFlag|42, map[string]string{"future": "command"}),
+	}
+}
