@@ -214,3 +214,30 @@ func TestRestartedNodeRejoinsAndCatchesUp(t *testing.T) {
 		t.Fatalf("peers after restart = %+v", peers)
 	}
 }
+
+// After the whole cluster stops, one agent started alone — no quorum, no
+// leader — serves what was committed before the stop, from its own log.
+func TestLoneRestartedAgentServesCommittedState(t *testing.T) {
+	c := testutil.NewCluster(t, 3)
+	lc := tcpClient(c.Leader())
+	lc.must(t, "PUT", "/v1/pools/p", api.PoolRequest{}, http.StatusOK, nil)
+	want := addToken(t, lc, "p", "v", 0)
+	waitServes(t, c.Running(), "p", want)
+	nodes := c.Running()
+	for _, n := range nodes {
+		c.Stop(n)
+	}
+	for _, n := range nodes {
+		c.Restart(n)
+		h := tcpClient(n)
+		var health api.AgentHealth
+		h.must(t, "GET", "/v1/health", nil, http.StatusOK, &health)
+		if health.KnownLeader {
+			t.Fatalf("%s knows a leader while alone", n.Name)
+		}
+		if id, code, err := h.fetch("p"); err != nil || id != want {
+			t.Fatalf("%s restarted alone serves %q (code %q, %v), want %q", n.Name, id, code, err, want)
+		}
+		c.Stop(n)
+	}
+}

@@ -72,7 +72,7 @@ func (c *Cluster) tryBootstrap() (done bool, err error) {
 	if err != nil || len(chosen) < c.cfg.BootstrapExpect {
 		return false, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.cfg.Timing.ApplyTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.Timing.ApplyTimeout)
 	defer cancel()
 	for _, m := range all {
 		if m.ID == c.cfg.NodeID {

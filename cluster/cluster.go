@@ -56,6 +56,10 @@ type Cluster struct {
 	raft      *raft.Raft
 	closers   []io.Closer
 	raftAddr  string
+	// stable, when on disk, also keeps the commit index (commitlog.go).
+	stable      raft.StableStore
+	commitMu    sync.Mutex
+	commitSaved uint64
 
 	gossip  *memberlist.Memberlist
 	members *memberTable
@@ -67,6 +71,9 @@ type Cluster struct {
 
 	leaderNotify chan bool
 	shutdownCh   chan struct{}
+	// ctx ends at shutdown; background RPCs use it.
+	ctx          context.Context
+	cancel       context.CancelFunc
 	shutdownOnce sync.Once
 	wg           sync.WaitGroup
 }
@@ -87,7 +94,9 @@ func New(cfg Config, sm StateMachine) (*Cluster, error) {
 		leaderNotify: make(chan bool, 10),
 		shutdownCh:   make(chan struct{}),
 	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.setupRaft(); err != nil {
+		c.cancel()
 		c.closeAll()
 		return nil, err
 	}
@@ -98,6 +107,7 @@ func New(cfg Config, sm StateMachine) (*Cluster, error) {
 	}
 	c.goFunc(c.monitorLeadership)
 	c.goFunc(c.joinLoop)
+	c.goFunc(c.commitIndexLoop)
 	if cfg.BootstrapExpect > 0 {
 		c.goFunc(c.bootstrapLoop)
 	}
@@ -165,10 +175,15 @@ func (c *Cluster) setupRaft() error {
 			return err
 		}
 		logs, stable = cache, bolt
+		c.stable = bolt
 		snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, c.logger.Named("snapshot"))
 		if err != nil {
 			return fmt.Errorf("open snapshot store: %w", err)
 		}
+		if err := c.replayCommitted(logs, stable, snaps); err != nil {
+			return fmt.Errorf("restore state from the data dir: %w", err)
+		}
+		conf.NoSnapshotRestoreOnStart = true
 	}
 	r, err := raft.NewRaft(conf, &raftFSM{sm: c.sm, applied: c.applied}, logs, stable, snaps, c.transport)
 	if err != nil {
@@ -183,6 +198,7 @@ func (c *Cluster) setupRaft() error {
 func (c *Cluster) Shutdown() {
 	c.shutdownOnce.Do(func() {
 		close(c.shutdownCh)
+		c.cancel()
 		if c.gossip != nil {
 			if err := c.gossip.Shutdown(); err != nil {
 				c.logger.Warn("gossip shutdown", "error", err)
@@ -199,8 +215,9 @@ func (c *Cluster) Shutdown() {
 		if c.rpcClient != nil {
 			c.rpcClient.CloseIdleConnections()
 		}
-		c.closeAll()
 		c.wg.Wait()
+		c.persistCommitIndex()
+		c.closeAll()
 	})
 }
 
@@ -211,6 +228,24 @@ func (c *Cluster) closeAll() {
 		}
 	}
 	c.closers = nil
+}
+
+// commitIndexLoop records the commit index every second, so a crash loses at
+// most a second of what a restart can replay on its own.
+func (c *Cluster) commitIndexLoop() {
+	if c.stable == nil {
+		return
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			c.persistCommitIndex()
+		case <-c.shutdownCh:
+			return
+		}
+	}
 }
 
 // ShutdownCh is closed when Shutdown starts.
@@ -347,7 +382,9 @@ type raftFSM struct {
 }
 
 func (f *raftFSM) Apply(l *raft.Log) any {
-	if l.Type != raft.LogCommand {
+	// Entries at or below the applied index were replayed from disk at
+	// startup (commitlog.go); Raft sends them again once a leader is back.
+	if l.Type != raft.LogCommand || l.Index <= f.sm.AppliedIndex() {
 		return nil
 	}
 	err := f.sm.Apply(l.Index, l.Data)

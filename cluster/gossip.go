@@ -187,6 +187,12 @@ func (c *Cluster) setupGossip() error {
 // answers, then keeps the list of known members on disk so that a restart
 // finds the cluster again even without --join.
 func (c *Cluster) joinLoop() {
+	var changed chan struct{}
+	if c.cfg.DataDir != "" {
+		// Registered before joining, so the members the join finds are saved.
+		changed = make(chan struct{}, 1)
+		c.members.notify(changed)
+	}
 	addrs := c.joinAddrs()
 	self := c.GossipAddr()
 	addrs = slices.DeleteFunc(addrs, func(a string) bool { return a == self })
@@ -203,11 +209,9 @@ func (c *Cluster) joinLoop() {
 			return
 		}
 	}
-	if c.cfg.DataDir == "" {
+	if changed == nil {
 		return
 	}
-	changed := make(chan struct{}, 1)
-	c.members.notify(changed)
 	for {
 		select {
 		case <-changed:

@@ -148,6 +148,37 @@ func TestThreeAgents(t *testing.T) {
 	if after := snapshot(t, procs[0]); after != before {
 		t.Fatalf("bad input changed the state:\nbefore %s\nafter  %s", before, after)
 	}
+
+	// Stop the whole cluster. One agent started alone has no quorum and no
+	// leader, yet serves what was committed, from its own log.
+	for _, p := range procs {
+		p.stop()
+	}
+	lone := procs[0]
+	lone.start()
+	if h, err := lone.health(); err != nil || h.KnownLeader {
+		t.Fatalf("lone agent: %+v, %v", h, err)
+	}
+	waitServes(t, []*agentProc{lone}, "after", after.ID)
+	// A second agent started without --join finds the first through the
+	// members it saved, and the two elect a leader that takes writes.
+	second := procs[1]
+	second.args = withoutJoin(second.args)
+	second.start()
+	leader(t, []*agentProc{lone, second})
+	second.must("PUT", "/v1/pools/reunited", api.PoolRequest{}, http.StatusOK, nil)
+}
+
+func withoutJoin(args []string) []string {
+	var out []string
+	for i := 0; i < len(args); i++ {
+		if args[i] == "--join" {
+			i++
+			continue
+		}
+		out = append(out, args[i])
+	}
+	return out
 }
 
 func nodeID(t *testing.T, p *agentProc) string {

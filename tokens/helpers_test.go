@@ -55,11 +55,3 @@ func ordered(toks ...*Token) []*Token {
 	})
 	return out
 }
-
-func ids(toks []*Token) []string {
-	out := make([]string, len(toks))
-	for i, t := range toks {
-		out[i] = t.ID
-	}
-	return out
-}
