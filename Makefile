@@ -18,12 +18,14 @@ build:
 run: build
 	./$(BIN) agent --dev
 
-## test: formatting, vet, and every test (unit, in-process clusters, e2e) with the race detector
+## test: formatting, vet, every test (unit, in-process clusters, e2e) with the race detector, then allocation tests without it
 test:
 	@unformatted=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+	# Allocation counts are only meaningful without the race detector.
+	$(GO) test -count=1 -run 'NotAllocate' ./...
 
 ## bench: Go benchmarks; results go in BENCHMARKS.md
 bench:

@@ -223,12 +223,16 @@ func TestBootstrapExpectFormsOneCluster(t *testing.T) {
 	if s := tc.suffrage(); len(s) != 3 || countVoters(s) != 3 {
 		t.Fatalf("configuration after bootstrap = %v", s)
 	}
-	// Every node's own configuration is the same single cluster.
+	// Every node's own configuration is the same single cluster (a node may
+	// hear the leader's heartbeat before the configuration entry).
 	for _, n := range tc.nodes {
-		peers, err := n.Peers()
-		if err != nil || len(peers) != 3 {
-			t.Fatalf("%s peers = %v, %v", n.cfg.NodeName, peers, err)
-		}
+		waitFor(t, 5*time.Second, func() error {
+			peers, err := n.Peers()
+			if err != nil || len(peers) != 3 {
+				return fmt.Errorf("%s peers = %v, %v", n.cfg.NodeName, peers, err)
+			}
+			return nil
+		})
 	}
 }
 

@@ -47,14 +47,26 @@ func (o *clientOpts) client() (*client.Client, error) {
 	return client.FromEnv()
 }
 
-// start returns the client and a context bounded by requestTimeout.
-func (o *clientOpts) start(cmd *cobra.Command) (*client.Client, context.Context, context.CancelFunc, error) {
+// call runs one request against the agent and prints its answer: the
+// agent's JSON with --json, otherwise what text writes.
+func call[T any](o *clientOpts, cmd *cobra.Command,
+	do func(ctx context.Context, c *client.Client) (T, error),
+	text func(out io.Writer, res T) error) error {
 	c, err := o.client()
 	if err != nil {
-		return nil, nil, nil, err
+		return err
 	}
 	ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
-	return c, ctx, cancel, nil
+	defer cancel()
+	res, err := do(ctx, c)
+	if err != nil {
+		return err
+	}
+	out := cmd.OutOrStdout()
+	if o.json {
+		return printJSON(out, res)
+	}
+	return text(out, res)
 }
 
 // printJSON writes v the way the agent formats its answers.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tokend/tokend/api"
+	"github.com/tokend/tokend/api/client"
 )
 
 // maxPoolFileBytes bounds a pool file; a real one is a few hundred bytes.
@@ -47,20 +49,12 @@ Only "name" is required. HCL pool files are not supported yet.`,
 			if err != nil {
 				return err
 			}
-			c, ctx, cancel, err := o.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			p, err := c.ApplyPool(ctx, name, req)
-			if err != nil {
-				return err
-			}
-			if o.json {
-				return printJSON(cmd.OutOrStdout(), p)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Pool %q applied (index %d).\n", p.Name, p.ModifyIndex)
-			return nil
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.Pool, error) {
+				return c.ApplyPool(ctx, name, req)
+			}, func(out io.Writer, p api.Pool) error {
+				fmt.Fprintf(out, "Pool %q applied (index %d).\n", p.Name, p.ModifyIndex)
+				return nil
+			})
 		},
 	}
 }
@@ -175,30 +169,21 @@ func newPoolListCmd(o *clientOpts) *cobra.Command {
 		Short: "List pools",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := o.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			pools, err := c.ListPools(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if o.json {
-				return printJSON(out, pools)
-			}
-			if len(pools) == 0 {
-				fmt.Fprintln(out, "No pools.")
-				return nil
-			}
-			slices.SortFunc(pools, func(a, b api.Pool) int { return strings.Compare(a.Name, b.Name) })
-			tw := newTable(out, "NAME", "SELECTION", "MIN HEALTHY", "PROVIDER", "TOKENS", "ELIGIBLE", "LABELS")
-			for _, p := range pools {
-				row(tw, p.Name, p.Selection, strconv.Itoa(p.MinHealthy), p.Provider.Type,
-					strconv.Itoa(p.Tokens), strconv.Itoa(p.Eligible), fmtLabels(p.Labels))
-			}
-			return tw.Flush()
+			return call(o, cmd, func(ctx context.Context, c *client.Client) ([]api.Pool, error) {
+				return c.ListPools(ctx)
+			}, func(out io.Writer, pools []api.Pool) error {
+				if len(pools) == 0 {
+					fmt.Fprintln(out, "No pools.")
+					return nil
+				}
+				slices.SortFunc(pools, func(a, b api.Pool) int { return strings.Compare(a.Name, b.Name) })
+				tw := newTable(out, "NAME", "SELECTION", "MIN HEALTHY", "PROVIDER", "TOKENS", "ELIGIBLE", "LABELS")
+				for _, p := range pools {
+					row(tw, p.Name, p.Selection, strconv.Itoa(p.MinHealthy), p.Provider.Type,
+						strconv.Itoa(p.Tokens), strconv.Itoa(p.Eligible), fmtLabels(p.Labels))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -209,30 +194,21 @@ func newPoolShowCmd(o *clientOpts) *cobra.Command {
 		Short: "Show one pool",
 		Args:  exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := o.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			p, err := c.GetPool(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if o.json {
-				return printJSON(out, p)
-			}
-			tw := newTable(out)
-			row(tw, "Name:", p.Name)
-			row(tw, "Selection:", p.Selection)
-			row(tw, "Min healthy:", strconv.Itoa(p.MinHealthy))
-			row(tw, "Provider:", p.Provider.Type)
-			row(tw, "Labels:", fmtLabels(p.Labels))
-			row(tw, "Tokens:", fmt.Sprintf("%d (%d eligible on this agent)", p.Tokens, p.Eligible))
-			row(tw, "Created:", fmtTime(&p.CreatedAt))
-			row(tw, "Updated:", fmtTime(&p.UpdatedAt))
-			row(tw, "Index:", fmt.Sprintf("created %d, modified %d", p.CreateIndex, p.ModifyIndex))
-			return tw.Flush()
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.Pool, error) {
+				return c.GetPool(ctx, args[0])
+			}, func(out io.Writer, p api.Pool) error {
+				tw := newTable(out)
+				row(tw, "Name:", p.Name)
+				row(tw, "Selection:", p.Selection)
+				row(tw, "Min healthy:", strconv.Itoa(p.MinHealthy))
+				row(tw, "Provider:", p.Provider.Type)
+				row(tw, "Labels:", fmtLabels(p.Labels))
+				row(tw, "Tokens:", fmt.Sprintf("%d (%d eligible on this agent)", p.Tokens, p.Eligible))
+				row(tw, "Created:", fmtTime(&p.CreatedAt))
+				row(tw, "Updated:", fmtTime(&p.UpdatedAt))
+				row(tw, "Index:", fmt.Sprintf("created %d, modified %d", p.CreateIndex, p.ModifyIndex))
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -245,20 +221,12 @@ func newPoolDeleteCmd(o *clientOpts) *cobra.Command {
 		Long:  "Delete a pool. A pool that still holds tokens is only deleted with --force, which deletes its tokens too.",
 		Args:  exactArgs("NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := o.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			res, err := c.DeletePool(ctx, args[0], force)
-			if err != nil {
-				return err
-			}
-			if o.json {
-				return printJSON(cmd.OutOrStdout(), res)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Pool %q deleted (index %d).\n", args[0], res.Index)
-			return nil
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.WriteResponse, error) {
+				return c.DeletePool(ctx, args[0], force)
+			}, func(out io.Writer, res api.WriteResponse) error {
+				fmt.Fprintf(out, "Pool %q deleted (index %d).\n", args[0], res.Index)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "delete the pool even if it still holds tokens, and the tokens with it")

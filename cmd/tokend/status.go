@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -10,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tokend/tokend/api"
+	"github.com/tokend/tokend/api/client"
 )
 
 func newMembersCmd(o *clientOpts) *cobra.Command {
@@ -18,25 +21,16 @@ func newMembersCmd(o *clientOpts) *cobra.Command {
 		Short: "List the agents of the cluster as gossip sees them",
 		Args:  exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := o.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			members, err := c.Members(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if o.json {
-				return printJSON(out, members)
-			}
-			slices.SortFunc(members, func(a, b api.Member) int { return strings.Compare(a.Name, b.Name) })
-			tw := newTable(out, "NAME", "ID", "STATUS", "RAFT ADDR", "REGION", "ZONE", "VOTER")
-			for _, m := range members {
-				row(tw, m.Name, shortID(m.ID), m.Status, m.RaftAddr, m.Region, m.Zone, yesNo(m.Voter))
-			}
-			return tw.Flush()
+			return call(o, cmd, func(ctx context.Context, c *client.Client) ([]api.Member, error) {
+				return c.Members(ctx)
+			}, func(out io.Writer, members []api.Member) error {
+				slices.SortFunc(members, func(a, b api.Member) int { return strings.Compare(a.Name, b.Name) })
+				tw := newTable(out, "NAME", "ID", "STATUS", "RAFT ADDR", "REGION", "ZONE", "VOTER")
+				for _, m := range members {
+					row(tw, m.Name, shortID(m.ID), m.Status, m.RaftAddr, m.Region, m.Zone, yesNo(m.Voter))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -57,54 +51,46 @@ func newStatusCmd(o *clientOpts) *cobra.Command {
 Raft configuration. With --json, prints {"health":...,"leader":...,"peers":[...]}.`,
 		Args: exactArgs(),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, ctx, cancel, err := o.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			var st statusReport
-			if st.Health, err = c.Health(ctx); err != nil {
-				return err
-			}
-			if st.Leader, err = c.Leader(ctx); err != nil {
-				return err
-			}
-			if st.Peers, err = c.Peers(ctx); err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if o.json {
-				return printJSON(out, st)
-			}
-			h := st.Health
-			lastContact := "never"
-			switch {
-			case h.LastContactMS == 0 && strings.EqualFold(h.RaftState, "leader"):
-				lastContact = "- (this agent leads)"
-			case h.LastContactMS >= 0:
-				lastContact = (time.Duration(h.LastContactMS) * time.Millisecond).String() + " ago"
-			}
-			tw := newTable(out)
-			row(tw, "Agent:", h.Node+" ("+shortID(h.ID)+")")
-			row(tw, "Status:", h.Status)
-			row(tw, "Raft state:", h.RaftState)
-			row(tw, "Applied index:", strconv.FormatUint(h.AppliedIndex, 10))
-			row(tw, "Last contact:", lastContact)
-			leader := "none known"
-			if st.Leader.ID != "" {
-				leader = fmt.Sprintf("%s (%s) at %s", st.Leader.Node, shortID(st.Leader.ID), st.Leader.RaftAddr)
-			}
-			row(tw, "Leader:", leader)
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			fmt.Fprintln(out)
-			fmt.Fprintln(out, "Raft peers:")
-			tw = newTable(out, "NODE", "ID", "ADDRESS", "SUFFRAGE", "LEADER")
-			for _, p := range st.Peers {
-				row(tw, p.Node, shortID(p.ID), p.Address, p.Suffrage, yesNo(p.Leader))
-			}
-			return tw.Flush()
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (st statusReport, err error) {
+				if st.Health, err = c.Health(ctx); err != nil {
+					return st, err
+				}
+				if st.Leader, err = c.Leader(ctx); err != nil {
+					return st, err
+				}
+				st.Peers, err = c.Peers(ctx)
+				return st, err
+			}, func(out io.Writer, st statusReport) error {
+				h := st.Health
+				lastContact := "never"
+				switch {
+				case h.LastContactMS == 0 && strings.EqualFold(h.RaftState, "leader"):
+					lastContact = "- (this agent leads)"
+				case h.LastContactMS >= 0:
+					lastContact = (time.Duration(h.LastContactMS) * time.Millisecond).String() + " ago"
+				}
+				tw := newTable(out)
+				row(tw, "Agent:", h.Node+" ("+shortID(h.ID)+")")
+				row(tw, "Status:", h.Status)
+				row(tw, "Raft state:", h.RaftState)
+				row(tw, "Applied index:", strconv.FormatUint(h.AppliedIndex, 10))
+				row(tw, "Last contact:", lastContact)
+				leader := "none known"
+				if st.Leader.ID != "" {
+					leader = fmt.Sprintf("%s (%s) at %s", st.Leader.Node, shortID(st.Leader.ID), st.Leader.RaftAddr)
+				}
+				row(tw, "Leader:", leader)
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+				fmt.Fprintln(out)
+				fmt.Fprintln(out, "Raft peers:")
+				tw = newTable(out, "NODE", "ID", "ADDRESS", "SUFFRAGE", "LEADER")
+				for _, p := range st.Peers {
+					row(tw, p.Node, shortID(p.ID), p.Address, p.Suffrage, yesNo(p.Leader))
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }

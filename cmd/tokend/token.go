@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -65,20 +66,12 @@ Lower priorities are served first.`,
 			if err != nil {
 				return err
 			}
-			c, ctx, cancel, err := o.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			info, err := c.AddToken(ctx, args[0], req)
-			if err != nil {
-				return err
-			}
-			if o.json {
-				return printJSON(cmd.OutOrStdout(), info)
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), info.ID)
-			return nil
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.TokenInfo, error) {
+				return c.AddToken(ctx, args[0], req)
+			}, func(out io.Writer, info api.TokenInfo) error {
+				fmt.Fprintln(out, info.ID)
+				return nil
+			})
 		},
 	}
 	f := cmd.Flags()
@@ -158,32 +151,23 @@ func newTokenListCmd(o *clientOpts) *cobra.Command {
 		Short: "List a pool's tokens (never their values)",
 		Args:  exactArgs("POOL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := o.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			toks, err := c.ListTokens(ctx, args[0])
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if o.json {
-				return printJSON(out, toks)
-			}
-			if len(toks) == 0 {
-				fmt.Fprintf(out, "Pool %q has no tokens.\n", args[0])
-				return nil
-			}
-			tw := newTable(out, "ID", "PRIORITY", "LIFECYCLE", "HEALTH", "EXPIRES", "REASON")
-			for _, t := range toks {
-				reason := t.Health.Reason
-				if t.Health.State == "cooldown" && t.Health.Until != nil {
-					reason = strings.TrimSpace(reason + " until " + fmtTime(t.Health.Until))
+			return call(o, cmd, func(ctx context.Context, c *client.Client) ([]api.TokenInfo, error) {
+				return c.ListTokens(ctx, args[0])
+			}, func(out io.Writer, toks []api.TokenInfo) error {
+				if len(toks) == 0 {
+					fmt.Fprintf(out, "Pool %q has no tokens.\n", args[0])
+					return nil
 				}
-				row(tw, t.ID, strconv.Itoa(t.Priority), t.Lifecycle, t.Health.State, fmtTime(t.ExpiresAt), reason)
-			}
-			return tw.Flush()
+				tw := newTable(out, "ID", "PRIORITY", "LIFECYCLE", "HEALTH", "EXPIRES", "REASON")
+				for _, t := range toks {
+					reason := t.Health.Reason
+					if t.Health.State == "cooldown" && t.Health.Until != nil {
+						reason = strings.TrimSpace(reason + " until " + fmtTime(t.Health.Until))
+					}
+					row(tw, t.ID, strconv.Itoa(t.Priority), t.Lifecycle, t.Health.State, fmtTime(t.ExpiresAt), reason)
+				}
+				return tw.Flush()
+			})
 		},
 	}
 }
@@ -203,40 +187,37 @@ func newTokenGetCmd(o *clientOpts) *cobra.Command {
 			if raw && o.json {
 				return errors.New("--raw and --json cannot be used together")
 			}
-			c, ctx, cancel, err := o.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
 			opts := client.FetchOptions{Exclude: exclude}
-			out := cmd.OutOrStdout()
 			if raw {
-				tok, meta, err := c.FetchRaw(ctx, args[0], opts)
-				if err != nil {
+				return call(o, cmd, func(ctx context.Context, c *client.Client) (client.RawToken, error) {
+					tok, meta, err := c.FetchRaw(ctx, args[0], opts)
+					if err == nil {
+						warnStale(cmd, meta)
+					}
+					return tok, err
+				}, func(out io.Writer, tok client.RawToken) error {
+					_, err := fmt.Fprintln(out, tok.Value)
 					return err
+				})
+			}
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.Token, error) {
+				tok, meta, err := c.FetchToken(ctx, args[0], opts)
+				if err == nil {
+					warnStale(cmd, meta)
 				}
-				warnStale(cmd, meta)
-				_, err = fmt.Fprintln(out, tok.Value)
-				return err
-			}
-			tok, meta, err := c.FetchToken(ctx, args[0], opts)
-			if err != nil {
-				return err
-			}
-			warnStale(cmd, meta)
-			if o.json {
-				return printJSON(out, tok)
-			}
-			expires := "never"
-			if tok.ExpiresAt != nil {
-				expires = fmtTime(tok.ExpiresAt)
-			}
-			tw := newTable(out)
-			row(tw, "ID:", tok.ID)
-			// The value is printed as it is: it is what was asked for.
-			fmt.Fprintf(tw, "Value:\t%s\n", tok.Value)
-			row(tw, "Expires:", expires)
-			return tw.Flush()
+				return tok, err
+			}, func(out io.Writer, tok api.Token) error {
+				expires := "never"
+				if tok.ExpiresAt != nil {
+					expires = fmtTime(tok.ExpiresAt)
+				}
+				tw := newTable(out)
+				row(tw, "ID:", tok.ID)
+				// The value is printed as it is: it is what was asked for.
+				fmt.Fprintf(tw, "Value:\t%s\n", tok.Value)
+				row(tw, "Expires:", expires)
+				return tw.Flush()
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&raw, "raw", false, "print only the value")
@@ -269,32 +250,23 @@ rate_limited cools it down for --retry-after seconds (default 60).`,
 				}
 				req.RetryAfterSeconds = &retryAfter
 			}
-			c, ctx, cancel, err := o.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			res, err := c.Report(ctx, args[0], args[1], req)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if o.json {
-				return printJSON(out, res)
-			}
-			health := res.Health.State
-			if res.Health.Until != nil && res.Health.State == "cooldown" {
-				health += " until " + fmtTime(res.Health.Until)
-			}
-			switch {
-			case !res.Changed:
-				fmt.Fprintf(out, "Token %s health is unchanged: %s.\n", res.ID, health)
-			case res.Committed:
-				fmt.Fprintf(out, "Token %s health is now %s (index %d).\n", res.ID, health, res.Index)
-			default:
-				fmt.Fprintf(out, "Token %s health is now %s on this agent, not committed yet: %s\n", res.ID, health, res.Pending)
-			}
-			return nil
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.ReportResponse, error) {
+				return c.Report(ctx, args[0], args[1], req)
+			}, func(out io.Writer, res api.ReportResponse) error {
+				health := res.Health.State
+				if res.Health.Until != nil && res.Health.State == "cooldown" {
+					health += " until " + fmtTime(res.Health.Until)
+				}
+				switch {
+				case !res.Changed:
+					fmt.Fprintf(out, "Token %s health is unchanged: %s.\n", res.ID, health)
+				case res.Committed:
+					fmt.Fprintf(out, "Token %s health is now %s (index %d).\n", res.ID, health, res.Index)
+				default:
+					fmt.Fprintf(out, "Token %s health is now %s on this agent, not committed yet: %s\n", res.ID, health, res.Pending)
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().IntVar(&retryAfter, "retry-after", 0, "seconds to cool a rate_limited token down for")
@@ -307,20 +279,12 @@ func newTokenRmCmd(o *clientOpts) *cobra.Command {
 		Short: "Remove a token from a pool",
 		Args:  exactArgs("POOL", "ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, ctx, cancel, err := o.start(cmd)
-			if err != nil {
-				return err
-			}
-			defer cancel()
-			res, err := c.RemoveToken(ctx, args[0], args[1])
-			if err != nil {
-				return err
-			}
-			if o.json {
-				return printJSON(cmd.OutOrStdout(), res)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "Token %s removed from pool %q (index %d).\n", args[1], args[0], res.Index)
-			return nil
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.WriteResponse, error) {
+				return c.RemoveToken(ctx, args[0], args[1])
+			}, func(out io.Writer, res api.WriteResponse) error {
+				fmt.Fprintf(out, "Token %s removed from pool %q (index %d).\n", args[1], args[0], res.Index)
+				return nil
+			})
 		},
 	}
 }

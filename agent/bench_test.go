@@ -1,0 +1,72 @@
+package agent_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"testing"
+
+	"github.com/tokend/tokend/agent"
+	"github.com/tokend/tokend/api"
+	"github.com/tokend/tokend/internal/testutil"
+)
+
+// BenchmarkFetch measures one token fetch, end to end, from a client on the
+// same host: HTTP over loopback TCP and over the unix socket, keep-alive, a
+// pool of 10 tokens under the priority policy. One fetch at a time, so ns/op
+// is the latency a client sees.
+func BenchmarkFetch(b *testing.B) {
+	cfg := testutil.NodeConfig(b, "bench", b.TempDir(), shortDir(b))
+	cfg.BootstrapExpect = 1
+	a, err := agent.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = a.Shutdown(b.Context()) })
+	if err := a.WaitForLeader(b.Context()); err != nil {
+		b.Fatal(err)
+	}
+	n := &testutil.Node{Name: "bench", Agent: a}
+	setup := tcpClient(n)
+	if r, err := setup.do("PUT", "/v1/pools/bench", api.PoolRequest{}); err != nil || r.status != http.StatusOK {
+		b.Fatal(r.status, err)
+	}
+	for i := range 10 {
+		if r, err := setup.do("POST", "/v1/pools/bench/tokens", api.TokenRequest{Value: fmt.Sprintf("value-%d", i), Priority: i}); err != nil || r.status != http.StatusCreated {
+			b.Fatal(r.status, err)
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		c    *httpc
+	}{{"tcp", tcpClient(n)}, {"unix", unixClient(n)}} {
+		for _, format := range []string{"json", "raw"} {
+			b.Run(tc.name+"/"+format, func(b *testing.B) {
+				url := tc.c.base + "/v1/pools/bench/token?format=" + format
+				b.ReportAllocs()
+				for b.Loop() {
+					resp, err := tc.c.c.Get(url)
+					if err != nil {
+						b.Fatal(err)
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != http.StatusOK {
+						b.Fatal(resp.Status)
+					}
+				}
+			})
+		}
+	}
+}
+
+// shortDir returns a directory short enough for a unix socket path.
+func shortDir(b *testing.B) string {
+	dir, err := os.MkdirTemp("", "tkd-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
