@@ -27,6 +27,9 @@ const muxHandshakeTimeout = 5 * time.Second
 var errMuxClosed = errors.New("listener closed")
 
 // mux accepts connections on one listener and routes them by protocol byte.
+// It also owns every connection made through it, accepted or dialed, and
+// closes them all on Close: raft's NetworkTransport closes neither, and its
+// per-connection goroutines would otherwise block in Read forever.
 type mux struct {
 	ln     net.Listener
 	logger hclog.Logger
@@ -34,10 +37,13 @@ type mux struct {
 	rpc    *subListener
 	done   chan struct{}
 	once   sync.Once
+
+	mu    sync.Mutex
+	conns map[*trackedConn]struct{}
 }
 
 func newMux(ln net.Listener, logger hclog.Logger) *mux {
-	m := &mux{ln: ln, logger: logger, done: make(chan struct{})}
+	m := &mux{ln: ln, logger: logger, done: make(chan struct{}), conns: map[*trackedConn]struct{}{}}
 	m.raft = newSubListener(m)
 	m.rpc = newSubListener(m)
 	go m.serve()
@@ -60,8 +66,35 @@ func (m *mux) serve() {
 			m.logger.Error("accept failed; no more raft or rpc connections will be accepted", "error", err)
 			return
 		}
-		go m.route(conn)
+		go m.route(m.track(conn))
 	}
+}
+
+// track registers conn so Close closes it; a conn that arrives after Close
+// is closed at once.
+func (m *mux) track(conn net.Conn) net.Conn {
+	tc := &trackedConn{Conn: conn, m: m}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	select {
+	case <-m.done:
+		conn.Close()
+	default:
+		m.conns[tc] = struct{}{}
+	}
+	return tc
+}
+
+type trackedConn struct {
+	net.Conn
+	m *mux
+}
+
+func (c *trackedConn) Close() error {
+	c.m.mu.Lock()
+	delete(c.m.conns, c)
+	c.m.mu.Unlock()
+	return c.Conn.Close()
 }
 
 func (m *mux) route(conn net.Conn) {
@@ -95,8 +128,15 @@ func (m *mux) route(conn net.Conn) {
 func (m *mux) Close() error {
 	var err error
 	m.once.Do(func() {
+		m.mu.Lock()
 		close(m.done)
+		conns := m.conns
+		m.conns = nil
+		m.mu.Unlock()
 		err = m.ln.Close()
+		for c := range conns {
+			c.Conn.Close()
+		}
 	})
 	return err
 }
@@ -133,7 +173,7 @@ func (l *subListener) Close() error {
 func (l *subListener) Addr() net.Addr { return l.m.ln.Addr() }
 
 // dial connects to a peer's mux and announces proto.
-func dial(address string, proto byte, timeout time.Duration) (net.Conn, error) {
+func (m *mux) dial(address string, proto byte, timeout time.Duration) (net.Conn, error) {
 	conn, err := net.DialTimeout("tcp", address, timeout)
 	if err != nil {
 		return nil, err
@@ -142,12 +182,12 @@ func dial(address string, proto byte, timeout time.Duration) (net.Conn, error) {
 		conn.Close()
 		return nil, fmt.Errorf("write protocol byte to %s: %w", address, err)
 	}
-	return conn, nil
+	return m.track(conn), nil
 }
 
 // raftLayer is the raft.StreamLayer over the mux.
 type raftLayer struct{ *subListener }
 
 func (l raftLayer) Dial(address raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return dial(string(address), protoRaft, timeout)
+	return l.m.dial(string(address), protoRaft, timeout)
 }

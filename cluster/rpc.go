@@ -59,7 +59,7 @@ func (c *Cluster) setupRPC() {
 			if d, ok := ctx.Deadline(); ok {
 				timeout = time.Until(d)
 			}
-			return dial(addr, protoRPC, timeout)
+			return c.mux.dial(addr, protoRPC, timeout)
 		},
 		MaxIdleConnsPerHost: 4,
 		IdleConnTimeout:     time.Minute,

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/tokend/tokend/agent"
 	"github.com/tokend/tokend/internal/testutil"
 )
@@ -22,7 +24,8 @@ func TestMain(m *testing.M) {
 		main()
 		os.Exit(0)
 	}
-	os.Exit(m.Run())
+	// Every test shuts its agent down; afterwards no goroutine may be left.
+	goleak.VerifyTestMain(m)
 }
 
 // startAgent starts a single-node agent that leads its own cluster.

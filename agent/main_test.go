@@ -1,0 +1,13 @@
+package agent_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// Every agent a test starts is shut down by its cleanup; afterwards no
+// goroutine may be left running.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}

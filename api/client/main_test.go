@@ -1,0 +1,13 @@
+package client
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// Every test shuts its agent and servers down; afterwards no goroutine may
+// be left.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}

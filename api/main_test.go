@@ -1,0 +1,12 @@
+package api_test
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// Every test shuts its agent down; afterwards no goroutine may be left.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}

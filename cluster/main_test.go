@@ -1,0 +1,12 @@
+package cluster
+
+import (
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+// Every test shuts its servers down; afterwards no goroutine may be left.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
