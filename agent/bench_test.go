@@ -4,10 +4,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"testing"
 
-	"github.com/tokend/tokend/agent"
 	"github.com/tokend/tokend/api"
 	"github.com/tokend/tokend/internal/testutil"
 )
@@ -17,16 +15,7 @@ import (
 // pool of 10 tokens under the priority policy. One fetch at a time, so ns/op
 // is the latency a client sees.
 func BenchmarkFetch(b *testing.B) {
-	cfg := testutil.NodeConfig(b, "bench", b.TempDir(), shortDir(b))
-	cfg.BootstrapExpect = 1
-	a, err := agent.New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = a.Shutdown(b.Context()) })
-	if err := a.WaitForLeader(b.Context()); err != nil {
-		b.Fatal(err)
-	}
+	a := testutil.StartAgent(b, nil)
 	n := &testutil.Node{Name: "bench", Agent: a}
 	setup := tcpClient(n)
 	if r, err := setup.do("PUT", "/v1/pools/bench", api.PoolRequest{}); err != nil || r.status != http.StatusOK {
@@ -59,14 +48,4 @@ func BenchmarkFetch(b *testing.B) {
 			})
 		}
 	}
-}
-
-// shortDir returns a directory short enough for a unix socket path.
-func shortDir(b *testing.B) string {
-	dir, err := os.MkdirTemp("", "tkd-bench-")
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }

@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -68,19 +67,10 @@ type conn struct {
 // anything the agent logged.
 func startAgent(t *testing.T) *testAgent {
 	t.Helper()
-	sockDir, err := os.MkdirTemp("", "tkd")
-	if err != nil {
-		t.Fatalf("socket dir: %v", err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sockDir) })
-	cfg := testutil.NodeConfig(t, "n1", t.TempDir(), sockDir)
-	cfg.BootstrapExpect = 1
 	logs := &logBuffer{}
-	cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "n1", Output: logs, Level: hclog.Trace})
-	a, err := agent.New(cfg)
-	if err != nil {
-		t.Fatalf("start agent: %v", err)
-	}
+	a := testutil.StartAgent(t, func(cfg *agent.Config) {
+		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "n1", Output: logs, Level: hclog.Trace})
+	})
 	ta := &testAgent{Agent: a, logs: logs}
 	tcpTransport := &http.Transport{}
 	unixTransport := &http.Transport{
@@ -111,11 +101,6 @@ func startAgent(t *testing.T) *testAgent {
 			t.Logf("agent log:\n%s", out)
 		}
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.WaitForLeader(ctx); err != nil {
-		t.Fatalf("wait for leader: %v", err)
-	}
 	return ta
 }
 

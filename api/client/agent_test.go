@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"os"
 	"slices"
 	"testing"
 	"time"
@@ -17,28 +16,7 @@ import (
 // startAgent starts a single-node agent that leads its own cluster.
 func startAgent(t *testing.T) *agent.Agent {
 	t.Helper()
-	sock, err := os.MkdirTemp("", "tkd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sock) })
-	cfg := testutil.NodeConfig(t, "n1", t.TempDir(), sock)
-	cfg.BootstrapExpect = 1
-	a, err := agent.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	if err := a.WaitForLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return a
+	return testutil.StartAgent(t, nil)
 }
 
 func ids(infos []api.TokenInfo) []string {

@@ -2,12 +2,10 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"go.uber.org/goleak"
 
@@ -31,28 +29,7 @@ func TestMain(m *testing.M) {
 // startAgent starts a single-node agent that leads its own cluster.
 func startAgent(t *testing.T) *agent.Agent {
 	t.Helper()
-	sock, err := os.MkdirTemp("", "tkd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(sock) })
-	cfg := testutil.NodeConfig(t, "n1", t.TempDir(), sock)
-	cfg.BootstrapExpect = 1
-	a, err := agent.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		a.Shutdown(ctx)
-	})
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.WaitForLeader(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return a
+	return testutil.StartAgent(t, nil)
 }
 
 // result is what one command run printed and returned.

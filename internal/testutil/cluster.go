@@ -218,3 +218,30 @@ func (w *testWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// StartAgent starts a single-node agent that bootstraps and leads its own
+// cluster, waits until it leads, and shuts it down when the test ends. mod,
+// if not nil, adjusts the configuration first.
+func StartAgent(t TB, mod func(*agent.Config)) *agent.Agent {
+	t.Helper()
+	cfg := NodeConfig(t, "n1", t.TempDir(), socketDir(t))
+	cfg.BootstrapExpect = 1
+	if mod != nil {
+		mod(&cfg)
+	}
+	a, err := agent.New(cfg)
+	if err != nil {
+		t.Fatalf("start agent: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = a.Shutdown(ctx)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.WaitForLeader(ctx); err != nil {
+		t.Fatalf("%v", err)
+	}
+	return a
+}
