@@ -18,24 +18,24 @@ func BenchmarkFetch(b *testing.B) {
 	a := testutil.StartAgent(b, nil)
 	n := &testutil.Node{Name: "bench", Agent: a}
 	setup := tcpClient(n)
-	if r, err := setup.do("PUT", "/v1/pools/bench", api.PoolRequest{}); err != nil || r.status != http.StatusOK {
-		b.Fatal(r.status, err)
+	if r, err := setup.Do("PUT", "/v1/pools/bench", api.PoolRequest{}); err != nil || r.Status != http.StatusOK {
+		b.Fatal(r.Status, err)
 	}
 	for i := range 10 {
-		if r, err := setup.do("POST", "/v1/pools/bench/tokens", api.TokenRequest{Value: fmt.Sprintf("value-%d", i), Priority: i}); err != nil || r.status != http.StatusCreated {
-			b.Fatal(r.status, err)
+		if r, err := setup.Do("POST", "/v1/pools/bench/tokens", api.TokenRequest{Value: fmt.Sprintf("value-%d", i), Priority: i}); err != nil || r.Status != http.StatusCreated {
+			b.Fatal(r.Status, err)
 		}
 	}
 	for _, tc := range []struct {
 		name string
-		c    *httpc
+		c    *testutil.HTTP
 	}{{"tcp", tcpClient(n)}, {"unix", unixClient(n)}} {
 		for _, format := range []string{"json", "raw"} {
 			b.Run(tc.name+"/"+format, func(b *testing.B) {
-				url := tc.c.base + "/v1/pools/bench/token?format=" + format
+				path := "/v1/pools/bench/token?format=" + format
 				b.ReportAllocs()
 				for b.Loop() {
-					resp, err := tc.c.c.Get(url)
+					resp, err := tc.c.Get(path)
 					if err != nil {
 						b.Fatal(err)
 					}

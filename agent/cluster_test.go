@@ -22,24 +22,24 @@ func TestWriteOnFollowerReadEverywhere(t *testing.T) {
 	f := tcpClient(c.Followers()[0])
 
 	var pool api.Pool
-	r := f.must(t, "PUT", "/v1/pools/github", api.PoolRequest{MinHealthy: 1}, http.StatusOK, &pool)
+	r := f.Must(t, "PUT", "/v1/pools/github", api.PoolRequest{MinHealthy: 1}, http.StatusOK, &pool)
 	if pool.Name != "github" || pool.Selection != "priority" || pool.Provider.Type != "static" {
 		t.Fatalf("pool = %+v", pool)
 	}
-	if idx, _ := strconv.ParseUint(r.header.Get(api.HeaderIndex), 10, 64); idx == 0 {
-		t.Fatalf("write answered without an index: %v", r.header)
+	if idx, _ := strconv.ParseUint(r.Header.Get(api.HeaderIndex), 10, 64); idx == 0 {
+		t.Fatalf("write answered without an index: %v", r.Header)
 	}
-	primary := addToken(t, f, "github", "ghp_primary", 0)
-	addToken(t, f, "github", "ghp_backup", 10)
+	primary := f.AddToken(t, "github", "ghp_primary", 0)
+	f.AddToken(t, "github", "ghp_backup", 10)
 
 	// Read-your-writes on the follower, with no polling.
-	if id, code, err := f.fetch("github"); err != nil || id != primary {
+	if id, code, err := f.Fetch("github"); err != nil || id != primary {
 		t.Fatalf("follower serves %q (%q, %v) right after its write, want %q", id, code, err, primary)
 	}
 	waitServes(t, c.Running(), "github", primary)
 	for _, n := range c.Running() {
 		var tok api.Token
-		unixClient(n).must(t, "GET", "/v1/pools/github/token", nil, http.StatusOK, &tok)
+		unixClient(n).Must(t, "GET", "/v1/pools/github/token", nil, http.StatusOK, &tok)
 		if tok.ID != primary || tok.Value != "ghp_primary" {
 			t.Fatalf("%s over its socket serves %+v", n.Name, tok)
 		}
@@ -52,8 +52,8 @@ func TestLeaderLossKeepsReadsAndElectsNewLeader(t *testing.T) {
 	c := testutil.NewCluster(t, 3)
 	leader := c.Leader()
 	lc := tcpClient(leader)
-	lc.must(t, "PUT", "/v1/pools/p", api.PoolRequest{}, http.StatusOK, nil)
-	want := addToken(t, lc, "p", "v1", 0)
+	lc.Must(t, "PUT", "/v1/pools/p", api.PoolRequest{}, http.StatusOK, nil)
+	want := lc.AddToken(t, "p", "v1", 0)
 	followers := c.Followers()
 	waitServes(t, followers, "p", want)
 
@@ -66,12 +66,12 @@ func TestLeaderLossKeepsReadsAndElectsNewLeader(t *testing.T) {
 		firstErr string
 	)
 	for _, n := range followers {
-		for _, h := range []*httpc{tcpClient(n), unixClient(n)} {
+		for _, h := range []*testutil.HTTP{tcpClient(n), unixClient(n)} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for !stop.Load() {
-					id, code, err := h.fetch("p")
+					id, code, err := h.Fetch("p")
 					fetches.Add(1)
 					if err != nil || id != want {
 						failures.Add(1)
@@ -106,10 +106,10 @@ func TestLeaderLossKeepsReadsAndElectsNewLeader(t *testing.T) {
 
 	// The new leader takes writes, directly and through the other follower.
 	nl := tcpClient(newLeader)
-	nl.must(t, "PUT", "/v1/pools/after", api.PoolRequest{}, http.StatusOK, nil)
+	nl.Must(t, "PUT", "/v1/pools/after", api.PoolRequest{}, http.StatusOK, nil)
 	for _, n := range c.Running() {
 		if n != newLeader {
-			addToken(t, tcpClient(n), "after", "v2", 0)
+			tcpClient(n).AddToken(t, "after", "v2", 0)
 		}
 	}
 }
@@ -120,25 +120,25 @@ func TestReportStopsTokenEverywhere(t *testing.T) {
 	c := testutil.NewCluster(t, 3)
 	nodes := c.Running()
 	h0 := tcpClient(nodes[0])
-	h0.must(t, "PUT", "/v1/pools/p", api.PoolRequest{}, http.StatusOK, nil)
+	h0.Must(t, "PUT", "/v1/pools/p", api.PoolRequest{}, http.StatusOK, nil)
 	// good first: once a node serves bad, it has applied both.
-	good := addToken(t, h0, "p", "good", 1)
-	bad := addToken(t, h0, "p", "bad", 0)
+	good := h0.AddToken(t, "p", "good", 1)
+	bad := h0.AddToken(t, "p", "bad", 0)
 	waitServes(t, nodes, "p", bad)
 
 	reporter := tcpClient(nodes[1])
 	var rep api.ReportResponse
-	reporter.must(t, "POST", "/v1/pools/p/tokens/"+bad+"/report", api.ReportRequest{Outcome: "unauthorized"}, http.StatusOK, &rep)
+	reporter.Must(t, "POST", "/v1/pools/p/tokens/"+bad+"/report", api.ReportRequest{Outcome: "unauthorized"}, http.StatusOK, &rep)
 	if !rep.Changed || !rep.Committed || rep.Health.State != "failed" {
 		t.Fatalf("report response = %+v", rep)
 	}
-	if id, _, err := reporter.fetch("p"); err != nil || id != good {
+	if id, _, err := reporter.Fetch("p"); err != nil || id != good {
 		t.Fatalf("reporting node serves %q (%v) right after the report, want %q", id, err, good)
 	}
 	waitServes(t, nodes, "p", good)
 	for _, n := range nodes {
 		var toks []api.TokenInfo
-		tcpClient(n).must(t, "GET", "/v1/pools/p/tokens", nil, http.StatusOK, &toks)
+		tcpClient(n).Must(t, "GET", "/v1/pools/p/tokens", nil, http.StatusOK, &toks)
 		i := slices.IndexFunc(toks, func(ti api.TokenInfo) bool { return ti.ID == bad })
 		if i < 0 || toks[i].Health.State != "failed" || toks[i].Health.Reporter != nodes[1].Name {
 			t.Fatalf("%s lists the reported token as %+v", n.Name, toks)
@@ -152,9 +152,9 @@ func TestReportWithoutLeaderAppliesLocallyThenCommits(t *testing.T) {
 	c := testutil.NewCluster(t, 3)
 	leader := c.Leader()
 	lc := tcpClient(leader)
-	lc.must(t, "PUT", "/v1/pools/p", api.PoolRequest{}, http.StatusOK, nil)
-	good := addToken(t, lc, "p", "good", 1)
-	bad := addToken(t, lc, "p", "bad", 0)
+	lc.Must(t, "PUT", "/v1/pools/p", api.PoolRequest{}, http.StatusOK, nil)
+	good := lc.AddToken(t, "p", "good", 1)
+	bad := lc.AddToken(t, "p", "bad", 0)
 	waitServes(t, c.Running(), "p", bad)
 
 	// Two of three down: the survivor has no quorum and no leader.
@@ -165,24 +165,24 @@ func TestReportWithoutLeaderAppliesLocallyThenCommits(t *testing.T) {
 	sc := tcpClient(survivor)
 	testutil.WaitFor(t, 5*time.Second, func() error {
 		var h api.AgentHealth
-		sc.must(t, "GET", "/v1/health", nil, http.StatusOK, &h)
+		sc.Must(t, "GET", "/v1/health", nil, http.StatusOK, &h)
 		if h.KnownLeader {
 			return fmt.Errorf("survivor still knows a leader")
 		}
 		return nil
 	})
 	var rep api.ReportResponse
-	sc.must(t, "POST", "/v1/pools/p/tokens/"+bad+"/report", api.ReportRequest{Outcome: "forbidden"}, http.StatusAccepted, &rep)
+	sc.Must(t, "POST", "/v1/pools/p/tokens/"+bad+"/report", api.ReportRequest{Outcome: "forbidden"}, http.StatusAccepted, &rep)
 	if !rep.Changed || rep.Committed || rep.Pending == "" {
 		t.Fatalf("report without leader = %+v", rep)
 	}
-	if id, _, _ := sc.fetch("p"); id != good {
+	if id, _, _ := sc.Fetch("p"); id != good {
 		t.Fatalf("survivor serves %q after the report, want %q", id, good)
 	}
 	// Writes fail with no_leader and change nothing.
-	r, err := sc.do("PUT", "/v1/pools/q", api.PoolRequest{})
-	if err != nil || r.status != http.StatusServiceUnavailable || r.errorCode() != "no_leader" {
-		t.Fatalf("write without leader: %d %s %v", r.status, r.body, err)
+	r, err := sc.Do("PUT", "/v1/pools/q", api.PoolRequest{})
+	if err != nil || r.Status != http.StatusServiceUnavailable || r.ErrorCode() != "no_leader" {
+		t.Fatalf("write without leader: %d %s %v", r.Status, r.Body, err)
 	}
 
 	c.Restart(other)
@@ -200,8 +200,8 @@ func TestRestartedNodeRejoinsAndCatchesUp(t *testing.T) {
 	c.Stop(victim)
 
 	lc := tcpClient(c.Leader())
-	lc.must(t, "PUT", "/v1/pools/missed", api.PoolRequest{}, http.StatusOK, nil)
-	want := addToken(t, lc, "missed", "v", 0)
+	lc.Must(t, "PUT", "/v1/pools/missed", api.PoolRequest{}, http.StatusOK, nil)
+	want := lc.AddToken(t, "missed", "v", 0)
 
 	c.Restart(victim)
 	if victim.NodeID() != id {
@@ -209,7 +209,7 @@ func TestRestartedNodeRejoinsAndCatchesUp(t *testing.T) {
 	}
 	waitServes(t, []*testutil.Node{victim}, "missed", want)
 	var peers []api.Peer
-	tcpClient(victim).must(t, "GET", "/v1/status/peers", nil, http.StatusOK, &peers)
+	tcpClient(victim).Must(t, "GET", "/v1/status/peers", nil, http.StatusOK, &peers)
 	if len(peers) != 3 || !slices.ContainsFunc(peers, func(p api.Peer) bool { return p.ID == id && p.Suffrage == "voter" }) {
 		t.Fatalf("peers after restart = %+v", peers)
 	}
@@ -220,8 +220,8 @@ func TestRestartedNodeRejoinsAndCatchesUp(t *testing.T) {
 func TestLoneRestartedAgentServesCommittedState(t *testing.T) {
 	c := testutil.NewCluster(t, 3)
 	lc := tcpClient(c.Leader())
-	lc.must(t, "PUT", "/v1/pools/p", api.PoolRequest{}, http.StatusOK, nil)
-	want := addToken(t, lc, "p", "v", 0)
+	lc.Must(t, "PUT", "/v1/pools/p", api.PoolRequest{}, http.StatusOK, nil)
+	want := lc.AddToken(t, "p", "v", 0)
 	waitServes(t, c.Running(), "p", want)
 	nodes := c.Running()
 	for _, n := range nodes {
@@ -231,11 +231,11 @@ func TestLoneRestartedAgentServesCommittedState(t *testing.T) {
 		c.Restart(n)
 		h := tcpClient(n)
 		var health api.AgentHealth
-		h.must(t, "GET", "/v1/health", nil, http.StatusOK, &health)
+		h.Must(t, "GET", "/v1/health", nil, http.StatusOK, &health)
 		if health.KnownLeader {
 			t.Fatalf("%s knows a leader while alone", n.Name)
 		}
-		if id, code, err := h.fetch("p"); err != nil || id != want {
+		if id, code, err := h.Fetch("p"); err != nil || id != want {
 			t.Fatalf("%s restarted alone serves %q (code %q, %v), want %q", n.Name, id, code, err, want)
 		}
 		c.Stop(n)

@@ -51,7 +51,7 @@ func TestThreeAgents(t *testing.T) {
 	// once and everywhere soon after.
 	var rep api.ReportResponse
 	f1.must("POST", "/v1/pools/github/tokens/"+primary.ID+"/report", api.ReportRequest{Outcome: "unauthorized"}, http.StatusOK, &rep)
-	if id, err := f1.fetch(f1.httpC, "github"); err != nil || id != backup.ID {
+	if id, err := fetch(f1.httpC, "github"); err != nil || id != backup.ID {
 		t.Fatalf("reporting agent serves %s (%v) right after the report", id, err)
 	}
 	start := time.Now()
@@ -67,12 +67,12 @@ func TestThreeAgents(t *testing.T) {
 		firstErr          error
 	)
 	for _, p := range followers {
-		for _, c := range []*http.Client{p.httpC, p.unixC} {
+		for _, c := range []*testutil.HTTP{p.httpC, p.unixC} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				for !stop.Load() {
-					id, err := p.fetch(c, "github")
+					id, err := fetch(c, "github")
 					fetches.Add(1)
 					if err == nil && id != backup.ID {
 						err = fmt.Errorf("%s served %s", p.name, id)
@@ -139,9 +139,9 @@ func TestThreeAgents(t *testing.T) {
 	}
 	for _, b := range bad {
 		for _, p := range procs {
-			r, err := p.do(p.httpC, b.method, b.path, b.body)
-			if err != nil || r.status != b.status || r.code() != b.code {
-				t.Fatalf("%s %s %v on %s: %d %s (%v), want %d %s", b.method, b.path, b.body, p.name, r.status, r.body, err, b.status, b.code)
+			r, err := p.httpC.Do(b.method, b.path, b.body)
+			if err != nil || r.Status != b.status || r.ErrorCode() != b.code {
+				t.Fatalf("%s %s %v on %s: %d %s (%v), want %d %s", b.method, b.path, b.body, p.name, r.Status, r.Body, err, b.status, b.code)
 			}
 		}
 	}
@@ -197,9 +197,9 @@ func snapshot(t *testing.T, p *agentProc) string {
 	t.Helper()
 	var pools []api.Pool
 	r := p.must("GET", "/v1/pools", nil, http.StatusOK, &pools)
-	out := string(r.body)
+	out := string(r.Body)
 	for _, pool := range pools {
-		out += string(p.must("GET", "/v1/pools/"+pool.Name+"/tokens", nil, http.StatusOK, nil).body)
+		out += string(p.must("GET", "/v1/pools/"+pool.Name+"/tokens", nil, http.StatusOK, nil).Body)
 	}
 	return out
 }

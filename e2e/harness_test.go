@@ -3,17 +3,12 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -58,8 +53,8 @@ type agentProc struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
 	exitErr error
-	httpC   *http.Client
-	unixC   *http.Client
+	httpC   *testutil.HTTP
+	unixC   *testutil.HTTP
 }
 
 // freePort returns a loopback port free for both TCP and UDP (gossip uses
@@ -114,14 +109,8 @@ func newCluster(t *testing.T, n int) []*agentProc {
 			"--bootstrap-expect", fmt.Sprint(n),
 			"--log-level", "debug",
 		}
-		p.httpC = &http.Client{Timeout: 5 * time.Second}
-		sock := p.socket
-		p.unixC = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-				var d net.Dialer
-				return d.DialContext(ctx, "unix", sock)
-			},
-		}}
+		p.httpC = testutil.TCP(p.http)
+		p.unixC = testutil.Unix(p.socket)
 		gossips = append(gossips, p.gossip)
 		procs[i] = p
 	}
@@ -165,7 +154,7 @@ func (p *agentProc) start() {
 			return fmt.Errorf("%s exited: %v\n%s", p.name, p.exitErr, p.logs())
 		default:
 		}
-		_, err := p.get(p.httpC, "/v1/health")
+		_, err := p.health()
 		return err
 	})
 }
@@ -207,91 +196,29 @@ func (p *agentProc) logs() string {
 	return string(b)
 }
 
-type resp struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (r resp) code() string {
-	var e api.ErrorResponse
-	_ = json.Unmarshal(r.body, &e)
-	return e.Error.Code
-}
-
-func (p *agentProc) do(c *http.Client, method, path string, body any) (resp, error) {
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		raw, err := json.Marshal(b)
-		if err != nil {
-			return resp{}, err
-		}
-		rd = bytes.NewReader(raw)
-	}
-	host := "http://" + p.http
-	if c == p.unixC {
-		host = "http://unix"
-	}
-	req, err := http.NewRequest(method, host+path, rd)
-	if err != nil {
-		return resp{}, err
-	}
-	r, err := c.Do(req)
-	if err != nil {
-		return resp{}, err
-	}
-	defer r.Body.Close()
-	b, err := io.ReadAll(r.Body)
-	return resp{status: r.StatusCode, header: r.Header, body: b}, err
-}
-
-func (p *agentProc) get(c *http.Client, path string) (resp, error) { return p.do(c, "GET", path, nil) }
-
 // must performs a request over HTTP that must answer want.
-func (p *agentProc) must(method, path string, body any, want int, out any) resp {
+func (p *agentProc) must(method, path string, body any, want int, out any) testutil.Response {
 	p.t.Helper()
-	r, err := p.do(p.httpC, method, path, body)
-	if err != nil {
-		p.t.Fatalf("%s: %s %s: %v", p.name, method, path, err)
-	}
-	if r.status != want {
-		p.t.Fatalf("%s: %s %s: status %d, want %d: %s", p.name, method, path, r.status, want, r.body)
-	}
-	if out != nil {
-		if err := json.Unmarshal(r.body, out); err != nil {
-			p.t.Fatalf("%s: decode %s: %v", p.name, r.body, err)
-		}
-	}
-	return r
+	return p.httpC.Must(p.t, method, path, body, want, out)
 }
 
 func (p *agentProc) health() (api.AgentHealth, error) {
 	var h api.AgentHealth
-	r, err := p.get(p.httpC, "/v1/health")
+	r, err := p.httpC.Do("GET", "/v1/health", nil)
 	if err == nil {
-		err = json.Unmarshal(r.body, &h)
+		err = json.Unmarshal(r.Body, &h)
 	}
 	return h, err
 }
 
-// fetch returns the token id p serves for pool over c.
-func (p *agentProc) fetch(c *http.Client, pool string) (string, error) {
-	r, err := p.get(c, "/v1/pools/"+pool+"/token")
-	if err != nil {
-		return "", err
+// fetch returns the token id p serves for pool over c; an error answer is
+// an error.
+func fetch(c *testutil.HTTP, pool string) (string, error) {
+	id, code, err := c.Fetch(pool)
+	if err == nil && code != "" {
+		err = fmt.Errorf("answered %s", code)
 	}
-	if r.status != http.StatusOK {
-		return "", fmt.Errorf("status %d: %s", r.status, r.body)
-	}
-	var tok api.Token
-	if err := json.Unmarshal(r.body, &tok); err != nil {
-		return "", err
-	}
-	return tok.ID, nil
+	return id, err
 }
 
 // leader waits until every running agent reports the same leader and
@@ -308,8 +235,8 @@ func leader(t *testing.T, procs []*agentProc) *agentProc {
 				return fmt.Errorf("%s: %v", p.name, err)
 			}
 			var ld api.Leader
-			r, err := p.get(p.httpC, "/v1/status/leader")
-			if err != nil || json.Unmarshal(r.body, &ld) != nil || ld.ID == "" {
+			r, err := p.httpC.Do("GET", "/v1/status/leader", nil)
+			if err != nil || json.Unmarshal(r.Body, &ld) != nil || ld.ID == "" {
 				return fmt.Errorf("%s knows no leader (%v)", p.name, err)
 			}
 			if id != "" && ld.ID != id {
@@ -334,8 +261,8 @@ func waitServes(t *testing.T, procs []*agentProc, pool, want string) {
 	t.Helper()
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		for _, p := range procs {
-			for _, c := range []*http.Client{p.httpC, p.unixC} {
-				id, err := p.fetch(c, pool)
+			for _, c := range []*testutil.HTTP{p.httpC, p.unixC} {
+				id, err := fetch(c, pool)
 				if err != nil {
 					return fmt.Errorf("%s: %v", p.name, err)
 				}

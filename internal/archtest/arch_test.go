@@ -28,7 +28,7 @@ var allowed = map[string][]string{
 	"api/client":        {"api"},
 	"agent":             {"api", "cluster", "fsm", "tokens", "github.com/hashicorp/go-hclog"},
 	"cmd/tokend":        {"agent", "api", "api/client", "tokens", "github.com/hashicorp/go-hclog", "github.com/spf13/cobra", "golang.org/x/sys/unix"},
-	"internal/testutil": {"agent", "cluster", "github.com/hashicorp/go-hclog"},
+	"internal/testutil": {"agent", "api", "cluster", "github.com/hashicorp/go-hclog"},
 	"internal/archtest": {},
 	"e2e":               {"api", "api/client", "internal/testutil"},
 }
