@@ -45,6 +45,10 @@ type Query struct {
 	Exclude []string
 	// Counter drives round_robin; it is per pool and local to the agent.
 	Counter *atomic.Uint64
+	// Uses counts the fetches this agent served per token, index-aligned
+	// with the tokens passed to Select; least_used picks the eligible token
+	// with the fewest and counts the pick.
+	Uses []atomic.Uint64
 }
 
 // Eligibility classes, best first. A token in a worse class is served only

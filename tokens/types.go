@@ -18,7 +18,14 @@ const (
 	SelectPriority SelectionPolicy = "priority"
 	// SelectRoundRobin spreads fetches over every eligible token in turn.
 	SelectRoundRobin SelectionPolicy = "round_robin"
+	// SelectLeastUsed serves the eligible token this agent has served least.
+	SelectLeastUsed SelectionPolicy = "least_used"
+	// SelectRandom picks uniformly among the eligible tokens.
+	SelectRandom SelectionPolicy = "random"
 )
+
+// SelectionPolicies lists every policy, the default first.
+var SelectionPolicies = []SelectionPolicy{SelectPriority, SelectRoundRobin, SelectLeastUsed, SelectRandom}
 
 // Lifecycle is where a token is in its life; it changes only through Raft.
 type Lifecycle string

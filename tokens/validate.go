@@ -76,12 +76,15 @@ func (p *Pool) Normalize() error {
 	if err := ValidateName("pool", p.Name); err != nil {
 		return err
 	}
-	switch p.Selection {
-	case "":
+	switch {
+	case p.Selection == "":
 		p.Selection = SelectPriority
-	case SelectPriority, SelectRoundRobin:
-	default:
-		return invalidf("selection %q is not supported: use %q or %q", truncate(string(p.Selection), 40), SelectPriority, SelectRoundRobin)
+	case !slices.Contains(SelectionPolicies, p.Selection):
+		names := make([]string, len(SelectionPolicies))
+		for i, sp := range SelectionPolicies {
+			names[i] = string(sp)
+		}
+		return invalidf("selection %q is not supported: use one of %s", truncate(string(p.Selection), 40), strings.Join(names, ", "))
 	}
 	if p.MinHealthy < 0 || p.MinHealthy > MaxTokensPerPool {
 		return invalidf("min_healthy must be between 0 and %d, got %d", MaxTokensPerPool, p.MinHealthy)

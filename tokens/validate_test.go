@@ -191,7 +191,7 @@ func TestPoolNormalize(t *testing.T) {
 	}{
 		{"no name", Pool{}, "pool name"},
 		{"bad name", Pool{Name: "GitHub"}, "pool name"},
-		{"unknown selection", Pool{Name: "p", Selection: "random"}, "selection"},
+		{"unknown selection", Pool{Name: "p", Selection: "fastest"}, "selection"},
 		{"selection in wrong case", Pool{Name: "p", Selection: "Priority"}, "selection"},
 		{"negative min_healthy", Pool{Name: "p", MinHealthy: -1}, "min_healthy"},
 		{"huge min_healthy", Pool{Name: "p", MinHealthy: MaxTokensPerPool + 1}, "min_healthy"},
