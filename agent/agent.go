@@ -31,7 +31,9 @@ type Agent struct {
 	fsm     *fsm.FSM
 	cluster *cluster.Cluster
 	reads   *reader
-	reports *reportQueue
+	forward *forwarder
+	monitor *monitor
+	metrics *metrics
 
 	httpAddr   string
 	servers    []*http.Server
@@ -69,6 +71,7 @@ func New(cfg Config) (*Agent, error) {
 	a.httpAddr = httpLn.Addr().String()
 
 	a.fsm = fsm.New(a.logger.Named("fsm"))
+	a.monitor = newMonitor(a.fsm, a.logger.Named("monitor"))
 	a.cluster, err = cluster.New(cluster.Config{
 		NodeID:            id,
 		NodeName:          cfg.NodeName,
@@ -85,17 +88,21 @@ func New(cfg Config) (*Agent, error) {
 		DeadServerTimeout: cfg.DeadServerTimeout,
 		Timing:            cfg.Timing,
 		Logger:            a.logger.Named("cluster"),
+		LeaderTasks:       []func(context.Context){a.monitor.run},
 	}, a.fsm)
 	if err != nil {
 		httpLn.Close()
 		return nil, err
 	}
+	a.cluster.HandleLeader(leaderReports, a.monitor.handle)
+	a.monitor.start(a.cluster)
 
 	ctx, stop := context.WithCancel(context.Background())
 	a.stop = stop
 	a.reads = newReader(a.fsm)
-	a.reports = newReportQueue(a.fsm, a.cluster, a.reads, a.logger.Named("reports"))
-	a.goFunc(func() { a.reports.run(ctx) })
+	a.metrics = newMetrics(a)
+	a.forward = newForwarder(a.cluster, a.logger.Named("reports"))
+	a.goFunc(func() { a.forward.run(ctx) })
 	a.goFunc(func() { a.reads.pruneLoop(ctx) })
 
 	sockLn, err := listenUnix(cfg.SocketPath)

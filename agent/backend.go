@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"net/http"
 	"time"
 
 	"github.com/tokend/tokend/api"
@@ -54,41 +55,110 @@ func (b *backend) RemoveToken(ctx context.Context, pool, id string) (uint64, err
 	return b.apply(ctx, fsm.TokenRemoveType, fsm.TokenRemoveRequest{Pool: pool, ID: id, At: time.Now()})
 }
 
-func (b *backend) Report(ctx context.Context, pool, id string, outcome tokens.Outcome, retryAfter time.Duration) (api.ReportResponse, error) {
+func (b *backend) Report(ctx context.Context, pool, id string, outcome tokens.Outcome, retryAfter, latency time.Duration) (api.ReportResponse, error) {
 	now := time.Now()
-	rep := tokens.Report{Pool: pool, TokenID: id, Outcome: outcome, Reporter: b.a.cfg.NodeName, At: now}
+	p, _, ok := b.a.reads.view().Pool(pool)
+	if !ok {
+		return api.ReportResponse{}, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", pool)
+	}
+	rep := tokens.Report{Pool: pool, TokenID: id, Outcome: outcome, Reporter: b.a.cfg.NodeName, At: now, LatencyMS: latency.Milliseconds()}
 	if outcome == tokens.OutcomeRateLimited {
 		if retryAfter == 0 {
-			retryAfter = tokens.DefaultCooldown
+			retryAfter = time.Duration(p.Health.WithDefaults().DefaultCooldown)
 		}
 		rep.Until = now.Add(retryAfter)
 	}
-	h, changed, committed, err := b.a.reads.report(rep)
+	local, err := b.a.reads.report(rep)
 	if err != nil {
 		return api.ReportResponse{}, err
 	}
-	resp := api.ReportResponse{Pool: pool, ID: id, Changed: changed, Committed: committed}
-	if changed {
-		b.a.logger.Warn("token reported", "pool", pool, "token", id, "outcome", outcome, "health", h.State, "until", h.Until, "reporter", rep.Reporter)
-		done := b.a.reports.enqueue(rep)
-		wait := time.NewTimer(b.a.cfg.ReportCommitWait)
-		defer wait.Stop()
-		select {
-		case res := <-done:
-			resp.Index = res.index
-			resp.Committed = res.err == nil
-			if res.err != nil {
-				resp.Pending = res.err.Error()
-			}
-		case <-wait.C:
-			resp.Pending = "the change is not committed yet; this agent keeps retrying"
-		case <-ctx.Done():
-			resp.Pending = "the request ended before the change committed; this agent keeps retrying"
+	b.a.reads.record(rep)
+	b.a.metrics.reports.WithLabelValues(pool, string(outcome)).Inc()
+	resp := api.ReportResponse{Pool: pool, ID: id, Changed: local.changed}
+	if _, asks := tokens.Target(rep); !asks {
+		// ok, error and timeout only feed the leader's error window.
+		if outcome != tokens.OutcomeOK {
+			b.a.logger.Info("token reported", "pool", pool, "token", id, "outcome", outcome, "reporter", rep.Reporter)
 		}
+		b.a.forward.send(rep, false)
+		resp.Health = apiHealth(local.health, now)
+		return resp, nil
 	}
-	resp.Health = apiHealth(h, now)
+	b.a.logger.Warn("token reported", "pool", pool, "token", id, "outcome", outcome, "reporter", rep.Reporter, "until", rep.Until, "local_change", local.changed, "guarded", local.guarded)
+	done := b.a.forward.send(rep, true)
+	wait := time.NewTimer(b.a.cfg.ReportCommitWait)
+	defer wait.Stop()
+	select {
+	case res := <-done:
+		switch {
+		case res.err != nil:
+			resp.Pending = "the leader could not be reached; this agent keeps trying: " + res.err.Error()
+		case res.Change && res.Committed:
+			resp.Index = res.Index
+			if err := b.a.cluster.WaitForIndex(ctx, res.Index); err != nil {
+				resp.Pending = "committed, but not yet applied on this agent"
+			} else {
+				resp.Committed = true
+			}
+		case res.Detail != "":
+			resp.Pending = res.Detail
+		default:
+			resp.Committed = true // the replicated state already holds it
+		}
+	case <-wait.C:
+		resp.Pending = "no answer from the leader yet; this agent keeps trying"
+	case <-ctx.Done():
+		resp.Pending = "the request ended before the leader answered; this agent keeps trying"
+	}
+	resp.Health = apiHealth(b.a.reads.view().Health(mustToken(b.a, pool, id, local.health)), time.Now())
 	return resp, nil
 }
+
+// mustToken returns the token as the state now holds it, or a stand-in with
+// health h if it was removed meanwhile.
+func mustToken(a *Agent, pool, id string, h tokens.Health) *tokens.Token {
+	if t, ok := a.fsm.State().Token(pool, id); ok {
+		return t
+	}
+	return &tokens.Token{ID: id, Pool: pool, Health: h}
+}
+
+func (b *backend) ResetToken(ctx context.Context, pool, id string) (uint64, error) {
+	return b.apply(ctx, fsm.TokenResetType, fsm.TokenResetRequest{Pool: pool, ID: id, By: b.a.cfg.NodeName, At: time.Now()})
+}
+
+func (b *backend) Events(ctx context.Context, since uint64, limit int, wait time.Duration) (api.Events, error) {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	for {
+		applied := b.a.fsm.AppliedIndex()
+		events, truncated := b.a.fsm.Events(since, limit)
+		if len(events) > 0 || wait == 0 || ctx.Err() != nil {
+			// Index is where the next read resumes: after a full page, its
+			// last event (pages end on entry boundaries); otherwise what
+			// this agent has applied.
+			index := applied
+			if n := len(events); n > 0 && (n >= limit || events[n-1].Index > applied) {
+				index = events[n-1].Index
+			}
+			if events == nil {
+				events = []tokens.Event{}
+			}
+			return api.Events{Index: index, Events: events, Truncated: truncated}, nil
+		}
+		b.WaitForChange(ctx, applied)
+	}
+}
+
+func (b *backend) WaitForChange(ctx context.Context, index uint64) {
+	_ = b.a.cluster.WaitForIndex(ctx, index+1)
+}
+
+func (b *backend) ObserveFetch(pool, result string, d time.Duration) {
+	b.a.metrics.observeFetch(b.a, pool, result, d)
+}
+
+func (b *backend) Metrics() http.Handler { return b.a.metrics.handler }
 
 func apiHealth(h tokens.Health, now time.Time) api.Health {
 	h = h.AsOf(now)

@@ -4,9 +4,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"sync"
 	"testing"
+	"time"
 
+	"github.com/tokend/tokend/agent"
 	"github.com/tokend/tokend/api"
+	"github.com/tokend/tokend/cluster"
 	"github.com/tokend/tokend/internal/testutil"
 )
 
@@ -46,6 +50,87 @@ func BenchmarkFetch(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// BenchmarkReportPropagation measures how long a token reported
+// unauthorized on one node of a 3-node cluster keeps being served anywhere:
+// from sending the report until every node (the reporter, the leader and
+// the other follower, each polled in a tight loop over HTTP) serves another
+// token. ns/op is that time for the slowest node.
+func BenchmarkReportPropagation(b *testing.B) {
+	b.Run("test-timing", func(b *testing.B) { benchPropagation(b, cluster.FastTiming()) })
+	// Production Raft timing (tokend's DefaultTiming); gossip stays fast so
+	// the cluster forms quickly.
+	prod := cluster.FastTiming()
+	def := cluster.DefaultTiming()
+	prod.RaftHeartbeat, prod.RaftElection, prod.RaftLeaderLease, prod.RaftCommit = def.RaftHeartbeat, def.RaftElection, def.RaftLeaderLease, def.RaftCommit
+	b.Run("production-raft-timing", func(b *testing.B) { benchPropagation(b, prod) })
+}
+
+func benchPropagation(b *testing.B, timing cluster.Timing) {
+	c := testutil.NewClusterWith(b, 3, func(cfg *agent.Config) { cfg.Timing = timing })
+	leader := c.Leader()
+	nodes := c.Running()
+	reporter := c.Followers()[0]
+	lh := tcpClient(leader)
+	if r, err := lh.Do("PUT", "/v1/pools/bench", api.PoolRequest{}); err != nil || r.Status != http.StatusOK {
+		b.Fatal(r.Status, err)
+	}
+	// A backup far down the priority order, so the pool never runs out.
+	if r, err := lh.Do("POST", "/v1/pools/bench/tokens", api.TokenRequest{Value: "backup", Priority: 1_000_000}); err != nil || r.Status != http.StatusCreated {
+		b.Fatal(r.Status, err)
+	}
+	clients := make([]*testutil.HTTP, len(nodes))
+	for i, n := range nodes {
+		clients[i] = tcpClient(n)
+	}
+	i := 0
+	for b.Loop() {
+		b.StopTimer()
+		i++
+		var info api.TokenInfo
+		r, err := lh.Do("POST", "/v1/pools/bench/tokens", api.TokenRequest{Value: fmt.Sprintf("v%d", i), Priority: -i})
+		if err != nil || r.Status != http.StatusCreated || jsonUnmarshal(r.Body, &info) != nil {
+			b.Fatal(r.Status, err)
+		}
+		if err := testutil.Poll(5*time.Second, func() error {
+			for _, h := range clients {
+				if id, _, err := h.Fetch("bench"); err != nil || id != info.ID {
+					return fmt.Errorf("not served everywhere yet")
+				}
+			}
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		stuck := make(chan string, len(clients))
+		b.StartTimer()
+		for j, h := range clients {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				// Poll every 100 µs: spinning flat out would starve the
+				// agents of the CPU they need to commit.
+				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+					if id, _, err := h.Fetch("bench"); err == nil && id != info.ID {
+						return
+					}
+					time.Sleep(100 * time.Microsecond)
+				}
+				stuck <- nodes[j].Name
+			}()
+		}
+		r, err = tcpClient(reporter).Do("POST", "/v1/pools/bench/tokens/"+info.ID+"/report", api.ReportRequest{Outcome: "unauthorized"})
+		if err != nil || r.Status != http.StatusOK {
+			b.Fatal(r.Status, string(r.Body), err)
+		}
+		wg.Wait()
+		close(stuck)
+		for name := range stuck {
+			b.Fatalf("%s still served token %d (%s) 10 s after it was reported; report answer: %s", name, i, info.ID, r.Body)
 		}
 	}
 }

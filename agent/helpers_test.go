@@ -1,6 +1,7 @@
 package agent_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 	"time"
@@ -27,3 +28,5 @@ func waitServes(t *testing.T, nodes []*testutil.Node, pool, want string) {
 		return nil
 	})
 }
+
+func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

@@ -2,10 +2,13 @@ package agent
 
 import (
 	"context"
+
 	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tokend/tokend/api"
 
 	"github.com/tokend/tokend/fsm"
 	"github.com/tokend/tokend/tokens"
@@ -20,6 +23,35 @@ type reader struct {
 	// mu serializes overlay writers; readers only load the pointer.
 	mu       sync.Mutex
 	counters sync.Map // pool name -> *atomic.Uint64, for round_robin
+	stats    sync.Map // tokenKey -> *tokenStats
+}
+
+// tokenStats counts the reports this agent received about one token.
+type tokenStats struct {
+	outcomes      [len(reportOutcomes)]atomic.Uint64
+	lastLatencyMS atomic.Int64
+	lastReport    atomic.Int64 // unix nanoseconds
+}
+
+var reportOutcomes = [...]tokens.Outcome{tokens.OutcomeOK, tokens.OutcomeUnauthorized, tokens.OutcomeForbidden, tokens.OutcomeRateLimited, tokens.OutcomeError, tokens.OutcomeTimeout}
+
+// record counts rep in the token's statistics.
+func (r *reader) record(rep tokens.Report) {
+	key := tokenKey{rep.Pool, rep.TokenID}
+	v, ok := r.stats.Load(key)
+	if !ok {
+		v, _ = r.stats.LoadOrStore(key, &tokenStats{})
+	}
+	st := v.(*tokenStats)
+	for i, o := range reportOutcomes {
+		if o == rep.Outcome {
+			st.outcomes[i].Add(1)
+		}
+	}
+	if rep.Outcome == tokens.OutcomeOK && rep.LatencyMS > 0 {
+		st.lastLatencyMS.Store(rep.LatencyMS)
+	}
+	st.lastReport.Store(rep.At.UnixNano())
 }
 
 func newReader(f *fsm.FSM) *reader {
@@ -40,38 +72,75 @@ func (r *reader) counter(pool string) *atomic.Uint64 {
 	return c.(*atomic.Uint64)
 }
 
-// report applies rep to this agent's overlay at once, so the next fetch here
-// already sees it. It returns the token's health as this agent now sees it,
-// whether the report changed it, and whether the replicated state already
-// holds that health.
-func (r *reader) report(rep tokens.Report) (h tokens.Health, changed, committed bool, err error) {
+// localReport is what a report did to this agent's overlay.
+type localReport struct {
+	// health is the token's health as this agent now sees it.
+	health tokens.Health
+	// changed says the report changed it; covered says the replicated
+	// state already holds that (or a stronger) health.
+	changed, covered bool
+	// guarded says the report would fail the pool's last eligible token,
+	// which one agent's reports alone never do.
+	guarded bool
+}
+
+// report applies rep to this agent's overlay at once, so that the next fetch
+// here already skips the token, unless it would fail the pool's last
+// eligible token.
+func (r *reader) report(rep tokens.Report) (localReport, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t, ok := r.fsm.State().Token(rep.Pool, rep.TokenID)
+	state := r.fsm.State()
+	ps, ok := state.Pool(rep.Pool)
 	if !ok {
-		return h, false, false, tokens.Errorf(tokens.CodeTokenNotFound, "token %q does not exist in pool %q", rep.TokenID, rep.Pool)
+		return localReport{}, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", rep.Pool)
+	}
+	t, ok := state.Token(rep.Pool, rep.TokenID)
+	if !ok {
+		return localReport{}, tokens.Errorf(tokens.CodeTokenNotFound, "token %q does not exist in pool %q", rep.TokenID, rep.Pool)
 	}
 	cur := *r.overlay.Load()
-	h, changed = tokens.Transition(cur.Health(t), rep)
+	h, changed := tokens.Transition(cur.Health(t), rep)
 	if !changed {
-		return h, false, tokens.Covered(t, rep), nil
+		return localReport{health: cur.Health(t), covered: tokens.Covered(t, rep)}, nil
+	}
+	if h.State == tokens.Failed && lastEligible(ps.Tokens, t, &tokens.Query{Now: rep.At, Overlay: cur}) {
+		return localReport{health: cur.Health(t), guarded: true}, nil
 	}
 	next := maps.Clone(cur)
 	next[rep.TokenID] = rep
 	r.overlay.Store(&next)
-	return h, true, false, nil
+	return localReport{health: h, changed: true}, nil
+}
+
+// lastEligible reports whether no token in toks but t is eligible under q.
+func lastEligible(toks []*tokens.Token, t *tokens.Token, q *tokens.Query) bool {
+	for _, other := range toks {
+		if other.ID != t.ID && tokens.Eligible(other, q) {
+			return false
+		}
+	}
+	return true
 }
 
 // prune drops overlay entries the replicated state has caught up with, whose
-// token is gone, or whose cooldown is over.
+// token is gone, or whose cooldown is over, and statistics of tokens that
+// are gone.
 func (r *reader) prune(now time.Time) {
+	state := r.fsm.State()
+	r.stats.Range(func(k, _ any) bool {
+		if key := k.(tokenKey); !tokenExists(state, key) {
+			r.stats.Delete(k)
+		}
+		return true
+	})
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cur := *r.overlay.Load()
 	if len(cur) == 0 {
 		return
 	}
-	state := r.fsm.State()
+	state = r.fsm.State()
 	next := maps.Clone(cur)
 	maps.DeleteFunc(next, func(_ string, rep tokens.Report) bool {
 		t, ok := state.Token(rep.Pool, rep.TokenID)
@@ -134,4 +203,31 @@ func (v *view) Health(t *tokens.Token) tokens.Health { return v.overlay.Health(t
 
 func (v *view) Eligible(t *tokens.Token) bool {
 	return tokens.Eligible(t, &tokens.Query{Now: v.now, Overlay: v.overlay})
+}
+
+func tokenExists(s *fsm.State, key tokenKey) bool {
+	_, ok := s.Token(key.pool, key.id)
+	return ok
+}
+
+func (v *view) ReportStats(t *tokens.Token) *api.ReportStats {
+	st, ok := v.r.stats.Load(tokenKey{t.Pool, t.ID})
+	if !ok {
+		return nil
+	}
+	s := st.(*tokenStats)
+	out := &api.ReportStats{
+		OK:            s.outcomes[0].Load(),
+		Unauthorized:  s.outcomes[1].Load(),
+		Forbidden:     s.outcomes[2].Load(),
+		RateLimited:   s.outcomes[3].Load(),
+		Error:         s.outcomes[4].Load(),
+		Timeout:       s.outcomes[5].Load(),
+		LastLatencyMS: s.lastLatencyMS.Load(),
+	}
+	if ns := s.lastReport.Load(); ns != 0 {
+		at := time.Unix(0, ns).UTC()
+		out.LastReportAt = &at
+	}
+	return out
 }

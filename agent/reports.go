@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"sync"
@@ -10,19 +11,17 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tokend/tokend/cluster"
-	"github.com/tokend/tokend/fsm"
 	"github.com/tokend/tokend/tokens"
 )
 
-// reportQueue commits health changes that reports caused on this agent. All
-// reports waiting when the queue runs go into one Raft entry, so a burst of
-// reports costs one commit. A change that cannot be committed (no leader) is
-// kept and retried with backoff; meanwhile the overlay keeps this agent from
-// serving the token.
-type reportQueue struct {
-	fsm     *fsm.FSM
+// forwarder sends the reports this agent receives to the leader's monitor.
+// Everything waiting when a send starts goes in one request, so a burst of
+// reports costs one round trip and at most one commit. While there is no
+// leader, reports are kept (up to maxPendingReports) and retried with
+// backoff; meanwhile the overlay keeps this agent from serving a token
+// reported dead here.
+type forwarder struct {
 	cluster *cluster.Cluster
-	reads   *reader
 	logger  hclog.Logger
 
 	mu      sync.Mutex
@@ -31,43 +30,49 @@ type reportQueue struct {
 }
 
 type queuedReport struct {
-	rep  tokens.Report
-	done chan reportResult // nil once its waiter has been answered
+	rep tokens.Report
+	// done receives the leader's verdict; nil when nobody waits.
+	done chan verdictResult
 }
 
-type reportResult struct {
-	index uint64
-	err   error
+type verdictResult struct {
+	verdict
+	err error
 }
 
 const (
 	reportRetryMin = 50 * time.Millisecond
 	reportRetryMax = 5 * time.Second
 	// maxPendingReports bounds the queue while there is no leader; the
-	// oldest changes are dropped first (the overlay still holds them here).
+	// oldest reports are dropped first.
 	maxPendingReports = 10000
+	// maxReportBatch bounds one request to the leader.
+	maxReportBatch = 1000
 )
 
-func newReportQueue(f *fsm.FSM, c *cluster.Cluster, r *reader, logger hclog.Logger) *reportQueue {
-	return &reportQueue{fsm: f, cluster: c, reads: r, logger: logger, wake: make(chan struct{}, 1)}
+func newForwarder(c *cluster.Cluster, logger hclog.Logger) *forwarder {
+	return &forwarder{cluster: c, logger: logger, wake: make(chan struct{}, 1)}
 }
 
-// enqueue queues rep for commit; the channel receives the outcome of the
-// first attempt.
-func (q *reportQueue) enqueue(rep tokens.Report) <-chan reportResult {
-	done := make(chan reportResult, 1)
-	q.mu.Lock()
-	q.pending = append(q.pending, queuedReport{rep: rep, done: done})
-	q.trimLocked()
-	q.mu.Unlock()
+// send queues rep for the leader. With wait, the returned channel receives
+// the leader's verdict, or why it will never come (a refusal, a full queue).
+func (f *forwarder) send(rep tokens.Report, wait bool) <-chan verdictResult {
+	var done chan verdictResult
+	if wait {
+		done = make(chan verdictResult, 1)
+	}
+	f.mu.Lock()
+	f.pending = append(f.pending, queuedReport{rep: rep, done: done})
+	f.trimLocked()
+	f.mu.Unlock()
 	select {
-	case q.wake <- struct{}{}:
+	case f.wake <- struct{}{}:
 	default:
 	}
 	return done
 }
 
-func (q *reportQueue) run(ctx context.Context) {
+func (f *forwarder) run(ctx context.Context) {
 	backoff := time.Duration(0)
 	for {
 		var retry <-chan time.Time
@@ -77,13 +82,13 @@ func (q *reportQueue) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-q.wake:
+		case <-f.wake:
 			if backoff > 0 {
-				continue // keep backing off; the retry timer will take this too
+				continue // the retry timer takes these too
 			}
 		case <-retry:
 		}
-		if q.flush(ctx) {
+		if f.flush(ctx) {
 			backoff = 0
 		} else {
 			backoff = min(max(2*backoff, reportRetryMin), reportRetryMax)
@@ -91,59 +96,87 @@ func (q *reportQueue) run(ctx context.Context) {
 	}
 }
 
-// flush commits everything pending in one entry. It reports false when the
-// entry could not be committed and the reports went back in the queue.
-func (q *reportQueue) flush(ctx context.Context) bool {
-	q.mu.Lock()
-	batch := q.pending
-	q.pending = nil
-	q.mu.Unlock()
+// flush sends what is pending, in batches. It reports false when the leader
+// could not be reached and the reports went back in the queue.
+func (f *forwarder) flush(ctx context.Context) bool {
+	for {
+		f.mu.Lock()
+		n := min(len(f.pending), maxReportBatch)
+		batch := slices.Clone(f.pending[:n])
+		f.pending = slices.Delete(f.pending, 0, n)
+		f.mu.Unlock()
+		if n == 0 {
+			return true
+		}
+		if !f.sendBatch(ctx, batch) {
+			return false
+		}
+	}
+}
 
-	state := q.fsm.State()
-	var reps []tokens.Report
-	for _, qr := range batch {
-		if t, ok := state.Token(qr.rep.Pool, qr.rep.TokenID); ok && !tokens.Covered(t, qr.rep) {
-			reps = append(reps, qr.rep)
+func (f *forwarder) sendBatch(ctx context.Context, batch []queuedReport) bool {
+	reps := make([]tokens.Report, len(batch))
+	for i, qr := range batch {
+		reps[i] = qr.rep
+	}
+	body, err := json.Marshal(reps)
+	var verdicts []verdict
+	if err == nil {
+		var out []byte
+		if out, err = f.cluster.CallLeader(ctx, leaderReports, body); err == nil {
+			err = json.Unmarshal(out, &verdicts)
 		}
 	}
-	var res reportResult
-	if len(reps) > 0 {
-		entry, err := fsm.Encode(fsm.TokenReportType, fsm.TokenReportRequest{Reports: reps})
-		if err == nil {
-			res.index, err = q.cluster.Apply(ctx, entry)
-		}
-		res.err = err
+	if err == nil && len(verdicts) != len(batch) {
+		err = tokens.Errorf(tokens.CodeUnavailable, "the leader answered %d verdicts for %d reports", len(verdicts), len(batch))
 	}
-	retry := res.err != nil && (errors.Is(res.err, tokens.ErrNoLeader) || errors.Is(res.err, tokens.ErrUnavailable))
-	for i := range batch {
-		if batch[i].done != nil {
-			batch[i].done <- res
-			batch[i].done = nil
-		}
-	}
-	switch {
-	case retry:
-		q.logger.Warn("health change not committed; will retry", "reports", len(reps), "error", res.err)
-		q.mu.Lock()
-		q.pending = append(slices.Clip(batch), q.pending...)
-		q.trimLocked()
-		q.mu.Unlock()
+	if retry := err != nil && (errors.Is(err, tokens.ErrNoLeader) || errors.Is(err, tokens.ErrUnavailable)); retry {
+		// Waiters stay attached: they get the answer of the retry that
+		// reaches a leader, or give up on their own deadline.
+		f.logger.Warn("could not reach the leader with reports; will retry", "reports", len(batch), "error", err)
+		f.mu.Lock()
+		f.pending = append(batch, f.pending...)
+		f.trimLocked()
+		f.mu.Unlock()
 		return false
-	case res.err != nil:
-		q.logger.Error("health change rejected; dropped", "reports", len(reps), "error", res.err)
 	}
-	q.reads.prune(time.Now())
+	var again []queuedReport
+	for i := range batch {
+		if err == nil && verdicts[i].Change && !verdicts[i].Committed {
+			// Decided but not committed (the leader stepped down): the
+			// next leader decides again.
+			again = append(again, batch[i])
+			continue
+		}
+		if batch[i].done != nil {
+			res := verdictResult{err: err}
+			if err == nil {
+				res.verdict = verdicts[i]
+			}
+			batch[i].done <- res
+		}
+	}
+	if err != nil {
+		f.logger.Error("the leader refused reports; dropped", "reports", len(batch), "error", err)
+	}
+	if len(again) > 0 {
+		f.mu.Lock()
+		f.pending = append(again, f.pending...)
+		f.trimLocked()
+		f.mu.Unlock()
+		return false
+	}
 	return true
 }
 
-func (q *reportQueue) trimLocked() {
-	if n := len(q.pending) - maxPendingReports; n > 0 {
-		q.logger.Error("too many uncommitted health changes; dropping the oldest", "dropped", n)
-		for _, qr := range q.pending[:n] {
+func (f *forwarder) trimLocked() {
+	if n := len(f.pending) - maxPendingReports; n > 0 {
+		f.logger.Error("too many reports waiting for a leader; dropping the oldest", "dropped", n)
+		for _, qr := range f.pending[:n] {
 			if qr.done != nil {
-				qr.done <- reportResult{err: tokens.Errorf(tokens.CodeUnavailable, "dropped from a full report queue")}
+				qr.done <- verdictResult{err: tokens.Errorf(tokens.CodeUnavailable, "dropped from a full report queue")}
 			}
 		}
-		q.pending = slices.Delete(q.pending, 0, n)
+		f.pending = slices.Delete(f.pending, 0, n)
 	}
 }

@@ -356,12 +356,22 @@ func testUnauthorized(t *testing.T, ta *testAgent, c *conn) {
 	// Reporting a failed token again changes nothing.
 	checkReport(t, c.report(t, pool, primary, api.ReportRequest{Outcome: "unauthorized"}), pool, primary, "failed", "unauthorized", false)
 
-	// forbidden does the same to the backup: nothing is left.
+	// The backup is now the pool's last eligible token: one agent's report
+	// does not fail it (a single node cannot give the independent second
+	// report), so it is still served and the answer says why.
+	r = c.report(t, pool, backup, api.ReportRequest{Outcome: "forbidden"})
+	rep = decode[api.ReportResponse](t, expect(t, r, http.StatusAccepted))
+	if rep.Changed || rep.Committed || rep.Health.State != "healthy" || !strings.Contains(rep.Pending, "last eligible token") {
+		t.Errorf("report of the last eligible token = %+v, want unchanged and pending on a second agent", rep)
+	}
+	if got := c.fetchID(t, pool, ""); got != backup {
+		t.Fatalf("after reporting the last eligible token, served %s, want it still served", got)
+	}
+	// With the primary reset it is not the last one any more, and fails.
+	expect(t, c.do(t, "POST", "/v1/pools/"+pool+"/tokens/"+primary+"/reset", nil), http.StatusOK)
 	checkReport(t, c.report(t, pool, backup, api.ReportRequest{Outcome: "forbidden"}), pool, backup, "failed", "forbidden", true)
-	r = c.fetch(t, pool, "")
-	expectError(t, r, http.StatusServiceUnavailable, tokens.CodeNoHealthy, pool)
-	if ra := r.Header.Get("Retry-After"); ra != "" {
-		t.Errorf("Retry-After %q when every token has failed", ra)
+	if got := c.fetchID(t, pool, ""); got != primary {
+		t.Fatalf("after reset and failing the backup, served %s, want the reset primary %s", got, primary)
 	}
 }
 

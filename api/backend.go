@@ -6,6 +6,7 @@ package api
 
 import (
 	"context"
+	"net/http"
 	"time"
 
 	"github.com/tokend/tokend/tokens"
@@ -24,8 +25,22 @@ type Backend interface {
 	// AddToken fills in the token's id and returns it with the index.
 	AddToken(ctx context.Context, t tokens.Token) (string, uint64, error)
 	RemoveToken(ctx context.Context, pool, id string) (uint64, error)
-	// Report applies a report locally at once and commits any change.
-	Report(ctx context.Context, pool, id string, outcome tokens.Outcome, retryAfter time.Duration) (ReportResponse, error)
+	// Report applies a report locally at once and sends it to the leader,
+	// which decides and commits any change.
+	Report(ctx context.Context, pool, id string, outcome tokens.Outcome, retryAfter, latency time.Duration) (ReportResponse, error)
+	// ResetToken makes a token healthy again on an operator's word.
+	ResetToken(ctx context.Context, pool, id string) (uint64, error)
+	// Events returns up to limit events after since, waiting up to wait
+	// for the first one.
+	Events(ctx context.Context, since uint64, limit int, wait time.Duration) (Events, error)
+	// WaitForChange blocks until the state moves past index or ctx ends.
+	WaitForChange(ctx context.Context, index uint64)
+
+	// ObserveFetch records one token fetch: its pool, result (ok or the
+	// error code) and duration.
+	ObserveFetch(pool, result string, d time.Duration)
+	// Metrics serves the agent's Prometheus metrics.
+	Metrics() http.Handler
 
 	Health() AgentHealth
 	Leader() Leader
@@ -43,6 +58,8 @@ type View interface {
 	Health(t *tokens.Token) tokens.Health
 	// Eligible reports whether this agent would serve t now.
 	Eligible(t *tokens.Token) bool
+	// ReportStats counts the reports this agent received about t.
+	ReportStats(t *tokens.Token) *ReportStats
 	Now() time.Time
 }
 

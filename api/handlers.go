@@ -1,6 +1,8 @@
 package api
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -56,6 +58,9 @@ func (s *server) putPool(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	p := tokens.Pool{Name: name, Selection: tokens.SelectionPolicy(req.Selection), MinHealthy: req.MinHealthy, Labels: req.Labels}
+	if req.Health != nil {
+		p.Health = *req.Health
+	}
 	if req.Provider != nil {
 		p.Provider.Type = tokens.ProviderType(req.Provider.Type)
 	}
@@ -215,37 +220,23 @@ func (s *server) removeToken(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// MaxFetchWait bounds ?wait= on a token fetch.
+const MaxFetchWait = time.Minute
+
 // fetchToken is the hot path: local state only, no Raft.
 func (s *server) fetchToken(w http.ResponseWriter, r *http.Request) error {
+	start := time.Now()
 	name, err := pathName(r, "pool", "pool")
 	if err != nil {
+		s.b.ObserveFetch("", tokens.CodeInvalid, time.Since(start))
 		return err
 	}
-	q := r.URL.Query()
-	raw := false
-	for k, vs := range q {
-		switch k {
-		case "format":
-			switch vs[len(vs)-1] {
-			case "raw":
-				raw = true
-			case "json", "":
-			default:
-				return badRequest(fmt.Sprintf("format %q is not supported: use json or raw", truncate(vs[len(vs)-1])))
-			}
-		case "exclude":
-			for _, id := range vs {
-				if !tokens.ValidTokenID(id) {
-					return badRequest(fmt.Sprintf("exclude %q is not a token id: it must match %s", truncate(id), tokens.NamePatternString))
-				}
-			}
-		default:
-			return badRequest(fmt.Sprintf("unknown query parameter %q: use format, exclude", truncate(k)))
-		}
+	t, raw, view, err := s.selectToken(w, r, name)
+	result := "ok"
+	if err != nil {
+		result = errorCode(err)
 	}
-	s.setFreshness(w)
-	view := s.b.View()
-	t, err := view.Select(name, q["exclude"])
+	defer func() { s.b.ObserveFetch(name, result, time.Since(start)) }()
 	if err != nil {
 		return err
 	}
@@ -267,6 +258,64 @@ func (s *server) fetchToken(w http.ResponseWriter, r *http.Request) error {
 		Health:    string(view.Health(t).StateAt(view.Now())),
 	})
 	return nil
+}
+
+// selectToken parses a fetch's query and picks the token. With ?wait=, a
+// fetch that finds every usable token cooling down waits, within that
+// budget, for the first to come back (or for the state to change).
+func (s *server) selectToken(w http.ResponseWriter, r *http.Request, name string) (*tokens.Token, bool, View, error) {
+	q := r.URL.Query()
+	raw := false
+	var wait time.Duration
+	for k, vs := range q {
+		v := vs[len(vs)-1]
+		switch k {
+		case "format":
+			switch v {
+			case "raw":
+				raw = true
+			case "json", "":
+			default:
+				return nil, false, nil, badRequest(fmt.Sprintf("format %q is not supported: use json or raw", truncate(v)))
+			}
+		case "exclude":
+			for _, id := range vs {
+				if !tokens.ValidTokenID(id) {
+					return nil, false, nil, badRequest(fmt.Sprintf("exclude %q is not a token id: it must match %s", truncate(id), tokens.NamePatternString))
+				}
+			}
+		case "wait":
+			d, err := time.ParseDuration(v)
+			if err != nil || d < 0 || d > MaxFetchWait {
+				return nil, false, nil, badRequest(fmt.Sprintf("wait %q must be a duration between 0s and %s, such as 5s", truncate(v), MaxFetchWait))
+			}
+			wait = d
+		default:
+			return nil, false, nil, badRequest(fmt.Sprintf("unknown query parameter %q: use format, exclude, wait", truncate(k)))
+		}
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		fresh := s.b.Freshness()
+		view := s.b.View()
+		t, err := view.Select(name, q["exclude"])
+		var te *tokens.Error
+		if err == nil || !errors.As(err, &te) || te.Code != tokens.CodeAllCoolingDown || te.RetryAt.After(deadline) {
+			s.setFreshness(w)
+			return t, raw, view, err
+		}
+		ctx, cancel := context.WithDeadline(r.Context(), te.RetryAt)
+		s.b.WaitForChange(ctx, fresh.AppliedIndex)
+		cancel()
+		if err := r.Context().Err(); err != nil {
+			return nil, false, nil, err
+		}
+	}
+}
+
+func errorCode(err error) string {
+	_, body := errorResponse(err)
+	return body.Code
 }
 
 func (s *server) report(w http.ResponseWriter, r *http.Request) error {
@@ -294,18 +343,109 @@ func (s *server) report(w http.ResponseWriter, r *http.Request) error {
 		}
 		retryAfter = time.Duration(secs) * time.Second
 	}
-	resp, err := s.b.Report(r.Context(), t.Pool, t.ID, outcome, retryAfter)
+	var latency time.Duration
+	if req.LatencyMS != nil {
+		switch {
+		case outcome != tokens.OutcomeOK:
+			return badRequest("latency_ms is only meaningful with outcome ok")
+		case *req.LatencyMS < 0 || *req.LatencyMS > 3_600_000:
+			return badRequest(fmt.Sprintf("latency_ms must be between 0 and 3600000, got %d", *req.LatencyMS))
+		}
+		latency = time.Duration(*req.LatencyMS) * time.Millisecond
+	}
+	resp, err := s.b.Report(r.Context(), t.Pool, t.ID, outcome, retryAfter, latency)
 	if err != nil {
 		return err
 	}
 	status := http.StatusOK
-	if resp.Changed && !resp.Committed {
+	if resp.Pending != "" {
 		status = http.StatusAccepted
 	}
 	if resp.Index > 0 {
 		setIndex(w, resp.Index)
 	}
 	writeJSON(w, status, resp)
+	return nil
+}
+
+func (s *server) resetToken(w http.ResponseWriter, r *http.Request) error {
+	pool, err := pathName(r, "pool", "pool")
+	if err != nil {
+		return err
+	}
+	id, err := pathTokenID(r)
+	if err != nil {
+		return err
+	}
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	index, err := s.b.ResetToken(r.Context(), pool, id)
+	if err != nil {
+		return err
+	}
+	s.logger.Info("token reset", "pool", pool, "token", id, "index", index)
+	setIndex(w, index)
+	view := s.b.View()
+	_, toks, _ := view.Pool(pool)
+	for _, t := range toks {
+		if t.ID == id {
+			writeJSON(w, http.StatusOK, toTokenInfo(view, t))
+			return nil
+		}
+	}
+	return tokenNotFound(pool, id) // removed right after the reset
+}
+
+// Bounds of GET /v1/events.
+const (
+	MaxEventsWait  = 5 * time.Minute
+	MaxEventsLimit = 1000
+)
+
+func (s *server) events(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r, "since", "wait", "limit"); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	var since uint64
+	if v := q.Get("since"); v != "" {
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return badRequest(fmt.Sprintf("since %q must be a Raft index: a non-negative integer", truncate(v)))
+		}
+		since = n
+	}
+	var wait time.Duration
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > MaxEventsWait {
+			return badRequest(fmt.Sprintf("wait %q must be a duration between 0s and %s, such as 30s", truncate(v), MaxEventsWait))
+		}
+		wait = d
+	}
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxEventsLimit {
+			return badRequest(fmt.Sprintf("limit %q must be an integer between 1 and %d", truncate(v), MaxEventsLimit))
+		}
+		limit = n
+	}
+	evs, err := s.b.Events(r.Context(), since, limit, wait)
+	if err != nil {
+		return err
+	}
+	s.setFreshness(w)
+	writeJSON(w, http.StatusOK, evs)
+	return nil
+}
+
+func (s *server) metrics(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	s.b.Metrics().ServeHTTP(w, r)
 	return nil
 }
 
@@ -378,6 +518,7 @@ func toPool(view View, p *tokens.Pool, toks []*tokens.Token) Pool {
 	return Pool{
 		Name: p.Name, Selection: string(p.Selection), MinHealthy: p.MinHealthy,
 		Provider: Provider{Type: string(p.Provider.Type)}, Labels: p.Labels,
+		Health: p.Health.WithDefaults(),
 		Tokens: len(toks), Eligible: eligible,
 		CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt, CreateIndex: p.CreateIndex, ModifyIndex: p.ModifyIndex,
 	}
@@ -396,6 +537,7 @@ func toTokenInfo(view View, t *tokens.Token) TokenInfo {
 			Until:    timePtr(h.Until),
 			Reporter: h.Reporter,
 		},
+		Reports:   view.ReportStats(t),
 		CreatedAt: t.CreatedAt, CreateIndex: t.CreateIndex, ModifyIndex: t.ModifyIndex,
 	}
 }

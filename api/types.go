@@ -1,6 +1,10 @@
 package api
 
-import "time"
+import (
+	"time"
+
+	"github.com/tokend/tokend/tokens"
+)
 
 // Wire types of the HTTP API, shared by the server and api/client. Field
 // names are the API contract.
@@ -11,6 +15,9 @@ type PoolRequest struct {
 	MinHealthy int               `json:"min_healthy,omitempty"`
 	Provider   *Provider         `json:"provider,omitempty"`
 	Labels     map[string]string `json:"labels,omitempty"`
+	// Health tunes how reports become health; omitted fields take the
+	// defaults.
+	Health *tokens.HealthPolicy `json:"health,omitempty"`
 }
 
 // Provider says how a pool's tokens are issued.
@@ -25,6 +32,8 @@ type Pool struct {
 	MinHealthy int               `json:"min_healthy"`
 	Provider   Provider          `json:"provider"`
 	Labels     map[string]string `json:"labels,omitempty"`
+	// Health is the pool's health policy, defaults filled in.
+	Health tokens.HealthPolicy `json:"health"`
 	// Tokens counts the pool's tokens; Eligible those this agent would serve
 	// now.
 	Tokens      int       `json:"tokens"`
@@ -55,17 +64,31 @@ type Health struct {
 
 // TokenInfo is a token's metadata. It never carries the value.
 type TokenInfo struct {
-	ID          string            `json:"id"`
-	Pool        string            `json:"pool"`
-	Priority    int               `json:"priority"`
-	Labels      map[string]string `json:"labels,omitempty"`
-	ExpiresAt   *time.Time        `json:"expires_at,omitempty"`
-	NotBefore   *time.Time        `json:"not_before,omitempty"`
-	Lifecycle   string            `json:"lifecycle"`
-	Health      Health            `json:"health"`
-	CreatedAt   time.Time         `json:"created_at"`
-	CreateIndex uint64            `json:"create_index"`
-	ModifyIndex uint64            `json:"modify_index"`
+	ID        string            `json:"id"`
+	Pool      string            `json:"pool"`
+	Priority  int               `json:"priority"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	ExpiresAt *time.Time        `json:"expires_at,omitempty"`
+	NotBefore *time.Time        `json:"not_before,omitempty"`
+	Lifecycle string            `json:"lifecycle"`
+	Health    Health            `json:"health"`
+	// Reports counts the reports this agent received about the token.
+	Reports     *ReportStats `json:"reports,omitempty"`
+	CreatedAt   time.Time    `json:"created_at"`
+	CreateIndex uint64       `json:"create_index"`
+	ModifyIndex uint64       `json:"modify_index"`
+}
+
+// ReportStats counts the reports one agent received about a token.
+type ReportStats struct {
+	OK            uint64     `json:"ok"`
+	Unauthorized  uint64     `json:"unauthorized"`
+	Forbidden     uint64     `json:"forbidden"`
+	RateLimited   uint64     `json:"rate_limited"`
+	Error         uint64     `json:"error"`
+	Timeout       uint64     `json:"timeout"`
+	LastLatencyMS int64      `json:"last_latency_ms,omitempty"`
+	LastReportAt  *time.Time `json:"last_report_at,omitempty"`
 }
 
 // Token is the answer to GET /v1/pools/{pool}/token: the value to use.
@@ -83,11 +106,17 @@ type Token struct {
 type ReportRequest struct {
 	Outcome           string `json:"outcome"`
 	RetryAfterSeconds *int   `json:"retry_after_seconds,omitempty"`
+	// LatencyMS is how long the upstream call took, for ok reports.
+	LatencyMS *int64 `json:"latency_ms,omitempty"`
 }
 
 // ReportResponse says what a report did. Health is the token's health on
-// the agent that took the report, which applies it at once; Committed says
-// whether the change has also gone through Raft to every agent.
+// the agent that took the report, which applies unauthorized, forbidden and
+// rate_limited at once. Committed says the change is also in the cluster's
+// replicated state, so every agent acts on it; Pending says why not yet
+// (no leader, a report quorum not reached, the pool's last eligible token).
+// ok, error and timeout reports only count toward degraded, which the
+// leader decides: they come back with changed and committed both false.
 type ReportResponse struct {
 	Pool      string `json:"pool"`
 	ID        string `json:"id"`
@@ -95,9 +124,18 @@ type ReportResponse struct {
 	Changed   bool   `json:"changed"`
 	Committed bool   `json:"committed"`
 	Index     uint64 `json:"index,omitempty"`
-	// Pending explains why a change is not committed yet; the agent keeps
-	// retrying it.
-	Pending string `json:"pending,omitempty"`
+	Pending   string `json:"pending,omitempty"`
+}
+
+// Events is the answer to GET /v1/events.
+type Events struct {
+	// Index is the Raft index this agent had applied: pass it as since to
+	// wait for what comes next.
+	Index  uint64         `json:"index"`
+	Events []tokens.Event `json:"events"`
+	// Truncated says events after since were already dropped from the
+	// bounded log.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // WriteResponse answers a write with no other result.

@@ -66,8 +66,10 @@ type Cluster struct {
 	// reconcileCh wakes the leader's reconciler on gossip events.
 	reconcileCh chan struct{}
 
-	rpcServer *http.Server
-	rpcClient *http.Client
+	rpcServer  *http.Server
+	rpcClient  *http.Client
+	handlersMu sync.RWMutex
+	handlers   map[string]LeaderHandler
 
 	leaderNotify chan bool
 	shutdownCh   chan struct{}

@@ -530,3 +530,39 @@ func TestRestartReplaysSnapshotAndLog(t *testing.T) {
 		t.Fatalf("state after a new write = %d, want 63", v)
 	}
 }
+
+// CallLeader reaches the leader's handler from every agent, and the
+// handler's errors come back with their codes.
+func TestCallLeader(t *testing.T) {
+	tc := newTestCluster(t)
+	for range 3 {
+		tc.add(3, nil)
+	}
+	l := tc.leader()
+	for _, n := range tc.nodes {
+		n.HandleLeader("echo", func(_ context.Context, body []byte) ([]byte, error) {
+			if string(body) == "bad" {
+				return nil, tokens.Errorf(tokens.CodeConflict, "bad body")
+			}
+			return append([]byte(n.cfg.NodeName+":"), body...), nil
+		})
+	}
+	for _, n := range tc.nodes {
+		waitFor(t, 5*time.Second, func() error {
+			if id, _ := n.Leader(); id != l.cfg.NodeID {
+				return errors.New("leader not known yet")
+			}
+			return nil
+		})
+		got, err := n.CallLeader(context.Background(), "echo", []byte("hi"))
+		if err != nil || string(got) != l.cfg.NodeName+":hi" {
+			t.Fatalf("%s: CallLeader = %q, %v; want the leader %s to answer", n.cfg.NodeName, got, err, l.cfg.NodeName)
+		}
+		if _, err := n.CallLeader(context.Background(), "echo", []byte("bad")); !errors.Is(err, tokens.ErrConflict) {
+			t.Fatalf("%s: handler error = %v, want conflict", n.cfg.NodeName, err)
+		}
+		if _, err := n.CallLeader(context.Background(), "missing", nil); !errors.Is(err, tokens.ErrUnavailable) {
+			t.Fatalf("%s: missing handler = %v, want unavailable", n.cfg.NodeName, err)
+		}
+	}
+}

@@ -47,6 +47,7 @@ func (c *Cluster) setupRPC() {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /rpc/apply", c.handleApply)
 	mux.HandleFunc("GET /rpc/status", c.handleStatus)
+	mux.HandleFunc("POST /rpc/leader/{name}", c.handleLeaderCall)
 	c.rpcServer = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -155,4 +156,87 @@ func (c *Cluster) rpc(ctx context.Context, method, addr, path string, body []byt
 		return fmt.Errorf("%s %s: status %d", method, path, resp.StatusCode)
 	}
 	return json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(out)
+}
+
+// LeaderHandler serves a request that agents send to the leader. Its error,
+// like a state machine rejection, travels back with its code.
+type LeaderHandler func(ctx context.Context, body []byte) ([]byte, error)
+
+// HandleLeader registers h as the leader's handler for name. Register every
+// handler before the agent starts serving.
+func (c *Cluster) HandleLeader(name string, h LeaderHandler) {
+	c.handlersMu.Lock()
+	defer c.handlersMu.Unlock()
+	if c.handlers == nil {
+		c.handlers = map[string]LeaderHandler{}
+	}
+	c.handlers[name] = h
+}
+
+func (c *Cluster) leaderHandler(name string) (LeaderHandler, error) {
+	c.handlersMu.RLock()
+	defer c.handlersMu.RUnlock()
+	h, ok := c.handlers[name]
+	if !ok {
+		return nil, tokens.Errorf(tokens.CodeUnavailable, "the leader has no handler %q: agents of different versions?", name)
+	}
+	return h, nil
+}
+
+// CallLeader runs the leader's handler name on body: here when this agent
+// leads, otherwise over RPC, once. It waits up to LeaderWait for an
+// election.
+func (c *Cluster) CallLeader(ctx context.Context, name string, body []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timing.ApplyTimeout)
+	defer cancel()
+	addr, err := c.waitForLeader(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.IsLeader() {
+		h, err := c.leaderHandler(name)
+		if err != nil {
+			return nil, err
+		}
+		return h(ctx, body)
+	}
+	var resp leaderCallResponse
+	if err := c.rpc(ctx, http.MethodPost, addr, "/rpc/leader/"+name, body, &resp); err != nil {
+		return nil, tokens.Errorf(tokens.CodeNoLeader, "call the leader at %s: %v", addr, err)
+	}
+	if resp.Error != nil {
+		return nil, tokens.Errorf(resp.Error.Code, "%s", resp.Error.Message)
+	}
+	return resp.Result, nil
+}
+
+type leaderCallResponse struct {
+	Result []byte    `json:"result,omitempty"`
+	Error  *rpcError `json:"error,omitempty"`
+}
+
+func (c *Cluster) handleLeaderCall(w http.ResponseWriter, r *http.Request) {
+	var resp leaderCallResponse
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCEntry+1))
+	switch {
+	case err != nil:
+		resp.Error = &rpcError{Code: tokens.CodeUnavailable, Message: "read request: " + err.Error()}
+	case len(body) > maxRPCEntry:
+		resp.Error = &rpcError{Code: tokens.CodeInvalid, Message: "request is too large"}
+	case !c.IsLeader():
+		resp.Error = &rpcError{Code: tokens.CodeNoLeader, Message: "the request reached a server that is no longer the leader"}
+	default:
+		var h LeaderHandler
+		if h, err = c.leaderHandler(r.PathValue("name")); err == nil {
+			ctx, cancel := context.WithTimeout(r.Context(), c.cfg.Timing.ApplyTimeout)
+			resp.Result, err = h(ctx, body)
+			cancel()
+		}
+		if err != nil {
+			e := tokens.AsError(err)
+			resp.Error = &rpcError{Code: e.Code, Message: e.Message}
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(resp)
 }

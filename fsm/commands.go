@@ -17,7 +17,8 @@ const (
 	PoolDeleteType  MessageType = 2
 	TokenAddType    MessageType = 3
 	TokenRemoveType MessageType = 4
-	TokenReportType MessageType = 5
+	TokenHealthType MessageType = 5
+	TokenResetType  MessageType = 6
 )
 
 // IgnoreUnknownTypeFlag marks a type that an older agent may skip safely. A
@@ -35,8 +36,10 @@ func (t MessageType) String() string {
 		return "TokenAdd"
 	case TokenRemoveType:
 		return "TokenRemove"
-	case TokenReportType:
-		return "TokenReport"
+	case TokenHealthType:
+		return "TokenHealth"
+	case TokenResetType:
+		return "TokenReset"
 	}
 	return fmt.Sprintf("MessageType(%d)", uint8(t))
 }
@@ -69,10 +72,26 @@ type TokenRemoveRequest struct {
 	At   time.Time `json:"at"`
 }
 
-// TokenReportRequest carries reports that change token health. Many reports
-// travel in one entry so the log grows with events, not traffic.
-type TokenReportRequest struct {
-	Reports []tokens.Report `json:"reports"`
+// TokenHealthRequest carries the leader's health decisions. Many travel in
+// one entry so the log grows with events, not traffic.
+type TokenHealthRequest struct {
+	Changes []HealthChange `json:"changes"`
+}
+
+// HealthChange is a health a token should move to; Apply merges it with
+// tokens.Merge. Health.Since is the time of the decision.
+type HealthChange struct {
+	Pool    string        `json:"pool"`
+	TokenID string        `json:"token_id"`
+	Health  tokens.Health `json:"health"`
+}
+
+// TokenResetRequest is an operator bringing a token back to healthy.
+type TokenResetRequest struct {
+	Pool string    `json:"pool"`
+	ID   string    `json:"id"`
+	By   string    `json:"by"`
+	At   time.Time `json:"at"`
 }
 
 // Encode returns the log entry for a command.

@@ -20,6 +20,7 @@ type FSM struct {
 	logger  hclog.Logger
 	state   atomic.Pointer[State]
 	applied atomic.Uint64
+	events  eventLog
 }
 
 // New returns an FSM holding empty state. A nil logger discards logs.
@@ -49,11 +50,12 @@ func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 func (f *FSM) Apply(index uint64, entry []byte) (err error) {
 	defer f.applied.Store(index)
 	defer f.recoverInto(&err, index)
-	next, err := f.run(f.logger, f.state.Load(), index, entry)
+	next, events, err := f.run(f.logger, f.state.Load(), index, entry)
 	if err != nil {
 		return err
 	}
 	f.state.Store(next)
+	f.events.append(events)
 	return nil
 }
 
@@ -64,7 +66,7 @@ func (f *FSM) Apply(index uint64, entry []byte) (err error) {
 // meantime may still change its answer.
 func (f *FSM) Check(entry []byte) (err error) {
 	defer f.recoverInto(&err, 0)
-	_, err = f.run(hclog.NewNullLogger(), f.state.Load(), f.applied.Load()+1, entry)
+	_, _, err = f.run(hclog.NewNullLogger(), f.state.Load(), f.applied.Load()+1, entry)
 	return err
 }
 
@@ -75,14 +77,17 @@ func (f *FSM) recoverInto(err *error, index uint64) {
 	}
 }
 
+// applyFunc computes the state after one command, and the events it causes.
+type applyFunc func(s *State, index uint64, body []byte, logger hclog.Logger) (*State, []tokens.Event, error)
+
 // run computes the state after entry; logger receives the apply functions'
 // logs.
-func (f *FSM) run(logger hclog.Logger, s *State, index uint64, entry []byte) (*State, error) {
+func (f *FSM) run(logger hclog.Logger, s *State, index uint64, entry []byte) (*State, []tokens.Event, error) {
 	if len(entry) == 0 {
-		return nil, f.corrupt(index, 0, fmt.Errorf("empty entry"))
+		return nil, nil, f.corrupt(index, 0, fmt.Errorf("empty entry"))
 	}
 	t, body := MessageType(entry[0]), entry[1:]
-	var apply func(*State, uint64, []byte, hclog.Logger) (*State, error)
+	var apply applyFunc
 	switch t {
 	case PoolUpsertType:
 		apply = applyPoolUpsert
@@ -92,21 +97,23 @@ func (f *FSM) run(logger hclog.Logger, s *State, index uint64, entry []byte) (*S
 		apply = applyTokenAdd
 	case TokenRemoveType:
 		apply = applyTokenRemove
-	case TokenReportType:
-		apply = applyTokenReport
+	case TokenHealthType:
+		apply = applyTokenHealth
+	case TokenResetType:
+		apply = applyTokenReset
 	default:
 		if t&IgnoreUnknownTypeFlag != 0 {
 			logger.Warn("ignoring log entry of unknown type; an agent is newer than this one", "index", index, "type", uint8(t))
-			return s, nil
+			return s, nil, nil
 		}
-		return nil, f.corrupt(index, t, fmt.Errorf("unknown command type %d", uint8(t)))
+		return nil, nil, f.corrupt(index, t, fmt.Errorf("unknown command type %d", uint8(t)))
 	}
-	next, err := apply(s, index, body, logger)
+	next, events, err := apply(s, index, body, logger)
 	var decodeErr *decodeError
 	if errors.As(err, &decodeErr) {
-		return nil, f.corrupt(index, t, decodeErr.err)
+		return nil, nil, f.corrupt(index, t, decodeErr.err)
 	}
-	return next, err
+	return next, events, err
 }
 
 func (f *FSM) corrupt(index uint64, t MessageType, err error) error {
@@ -125,14 +132,14 @@ func decode(body []byte, v any) error {
 	return nil
 }
 
-func applyPoolUpsert(s *State, index uint64, body []byte, _ hclog.Logger) (*State, error) {
+func applyPoolUpsert(s *State, index uint64, body []byte, _ hclog.Logger) (*State, []tokens.Event, error) {
 	var req PoolUpsertRequest
 	if err := decode(body, &req); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p := req.Pool
 	if err := p.Normalize(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	p.UpdatedAt, p.ModifyIndex = req.At, index
 	ps := &PoolState{Pool: &p}
@@ -142,105 +149,148 @@ func applyPoolUpsert(s *State, index uint64, body []byte, _ hclog.Logger) (*Stat
 	} else {
 		p.CreatedAt, p.CreateIndex = req.At, index
 	}
-	return s.withPool(p.Name, ps), nil
+	ev := tokens.Event{Index: index, At: req.At, Type: tokens.EventPoolApplied, Pool: p.Name}
+	return s.withPool(p.Name, ps), []tokens.Event{ev}, nil
 }
 
-func applyPoolDelete(s *State, _ uint64, body []byte, _ hclog.Logger) (*State, error) {
+func applyPoolDelete(s *State, index uint64, body []byte, _ hclog.Logger) (*State, []tokens.Event, error) {
 	var req PoolDeleteRequest
 	if err := decode(body, &req); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ps, ok := s.pools[req.Name]
 	if !ok {
-		return nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", req.Name)
+		return nil, nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", req.Name)
 	}
-	if n := len(ps.Tokens); n > 0 && !req.Force {
-		return nil, tokens.Errorf(tokens.CodeConflict, "pool %q still holds %d tokens: remove them first, or delete with force", req.Name, n)
+	n := len(ps.Tokens)
+	if n > 0 && !req.Force {
+		return nil, nil, tokens.Errorf(tokens.CodeConflict, "pool %q still holds %d tokens: remove them first, or delete with force", req.Name, n)
 	}
-	return s.withPool(req.Name, nil), nil
+	ev := tokens.Event{Index: index, At: req.At, Type: tokens.EventPoolDeleted, Pool: req.Name}
+	if n > 0 {
+		ev.Reason = fmt.Sprintf("forced, with %d tokens", n)
+	}
+	return s.withPool(req.Name, nil), []tokens.Event{ev}, nil
 }
 
-func applyTokenAdd(s *State, index uint64, body []byte, _ hclog.Logger) (*State, error) {
+func applyTokenAdd(s *State, index uint64, body []byte, _ hclog.Logger) (*State, []tokens.Event, error) {
 	var req TokenAddRequest
 	if err := decode(body, &req); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	t := req.Token
 	if err := t.Validate(req.At); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ps, ok := s.pools[t.Pool]
 	if !ok {
-		return nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", t.Pool)
+		return nil, nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", t.Pool)
 	}
 	if t.Fingerprint == "" {
-		return nil, tokens.Errorf(tokens.CodeInvalid, "token has no fingerprint")
+		return nil, nil, tokens.Errorf(tokens.CodeInvalid, "token has no fingerprint")
 	}
 	for _, old := range ps.Tokens {
 		switch {
 		case old.ID == t.ID:
-			return nil, tokens.Errorf(tokens.CodeConflict, "token %q already exists in pool %q", t.ID, t.Pool)
+			return nil, nil, tokens.Errorf(tokens.CodeConflict, "token %q already exists in pool %q", t.ID, t.Pool)
 		case old.Fingerprint == t.Fingerprint:
-			return nil, tokens.Errorf(tokens.CodeConflict, "pool %q already holds this value as token %q", t.Pool, old.ID)
+			return nil, nil, tokens.Errorf(tokens.CodeConflict, "pool %q already holds this value as token %q", t.Pool, old.ID)
 		}
 	}
 	if len(ps.Tokens) >= tokens.MaxTokensPerPool {
-		return nil, tokens.Errorf(tokens.CodeConflict, "pool %q is full: it holds %d tokens", t.Pool, len(ps.Tokens))
+		return nil, nil, tokens.Errorf(tokens.CodeConflict, "pool %q is full: it holds %d tokens", t.Pool, len(ps.Tokens))
 	}
 	t.Lifecycle = tokens.LifecycleActive
 	t.Health = tokens.Health{State: tokens.Healthy, Since: req.At}
 	t.CreatedAt, t.CreateIndex, t.ModifyIndex = req.At, index, index
-	return s.withPool(t.Pool, ps.withToken(&t)), nil
+	ev := tokens.Event{Index: index, At: req.At, Type: tokens.EventTokenAdded, Pool: t.Pool, Token: t.ID, To: tokens.Healthy}
+	return s.withPool(t.Pool, ps.withToken(&t)), []tokens.Event{ev}, nil
 }
 
-func applyTokenRemove(s *State, _ uint64, body []byte, _ hclog.Logger) (*State, error) {
+func applyTokenRemove(s *State, index uint64, body []byte, _ hclog.Logger) (*State, []tokens.Event, error) {
 	var req TokenRemoveRequest
 	if err := decode(body, &req); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	ps, ok := s.pools[req.Pool]
 	if !ok {
-		return nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", req.Pool)
+		return nil, nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", req.Pool)
 	}
 	i := ps.indexOf(req.ID)
 	if i < 0 {
-		return nil, tokens.Errorf(tokens.CodeTokenNotFound, "token %q does not exist in pool %q", req.ID, req.Pool)
+		return nil, nil, tokens.Errorf(tokens.CodeTokenNotFound, "token %q does not exist in pool %q", req.ID, req.Pool)
 	}
-	return s.withPool(req.Pool, ps.withoutToken(i)), nil
+	ev := tokens.Event{Index: index, At: req.At, Type: tokens.EventTokenRemoved, Pool: req.Pool, Token: req.ID}
+	return s.withPool(req.Pool, ps.withoutToken(i)), []tokens.Event{ev}, nil
 }
 
-// applyTokenReport applies each report with tokens.Transition. Reports for
-// tokens that are gone, or that change nothing, are skipped: they raced with
-// another write and are not errors.
-func applyTokenReport(s *State, index uint64, body []byte, logger hclog.Logger) (*State, error) {
-	var req TokenReportRequest
+// applyTokenHealth applies the leader's health decisions with tokens.Merge,
+// so a late or repeated decision cannot undo a stronger one. Changes for
+// tokens that are gone, or that change nothing, are skipped: they raced
+// with another write and are not errors.
+func applyTokenHealth(s *State, index uint64, body []byte, logger hclog.Logger) (*State, []tokens.Event, error) {
+	var req TokenHealthRequest
 	if err := decode(body, &req); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	for _, r := range req.Reports {
-		if _, err := tokens.ParseOutcome(string(r.Outcome)); err != nil {
-			return nil, err
+	for _, c := range req.Changes {
+		switch c.Health.State {
+		case tokens.Healthy, tokens.Degraded, tokens.Cooldown, tokens.Failed:
+		default:
+			return nil, nil, tokens.Errorf(tokens.CodeInvalid, "health change for token %q has unknown state %q", c.TokenID, c.Health.State)
 		}
 	}
 	next := s
-	for _, r := range req.Reports {
-		ps, ok := next.pools[r.Pool]
+	var events []tokens.Event
+	for _, c := range req.Changes {
+		ps, ok := next.pools[c.Pool]
 		if !ok {
 			continue
 		}
-		i := ps.indexOf(r.TokenID)
+		i := ps.indexOf(c.TokenID)
 		if i < 0 {
 			continue
 		}
 		old := ps.Tokens[i]
-		h, changed := tokens.Transition(old.Health, r)
+		h, changed := tokens.Merge(old.Health, c.Health)
 		if !changed {
 			continue
 		}
 		t := *old
 		t.Health, t.ModifyIndex = h, index
-		next = next.withPool(r.Pool, ps.withToken(&t))
-		logger.Debug("token health changed", "pool", r.Pool, "token", r.TokenID, "from", old.Health.State, "to", h.State, "reason", h.Reason, "reporter", r.Reporter, "index", index)
+		next = next.withPool(c.Pool, ps.withToken(&t))
+		// The event is the decision's, at its time: h.Since is older when
+		// h extends a cooldown.
+		at := c.Health.Since
+		events = append(events, tokens.Event{
+			Index: index, At: at, Type: tokens.EventTokenHealth, Pool: c.Pool, Token: c.TokenID,
+			From: old.Health.StateAt(at), To: h.State, Reason: h.Reason, Reporter: h.Reporter,
+		})
+		logger.Debug("token health changed", "pool", c.Pool, "token", c.TokenID, "from", old.Health.State, "to", h.State, "reason", h.Reason, "reporter", h.Reporter, "index", index)
 	}
-	return next, nil
+	return next, events, nil
+}
+
+// applyTokenReset brings a token back to healthy on an operator's word.
+func applyTokenReset(s *State, index uint64, body []byte, _ hclog.Logger) (*State, []tokens.Event, error) {
+	var req TokenResetRequest
+	if err := decode(body, &req); err != nil {
+		return nil, nil, err
+	}
+	ps, ok := s.pools[req.Pool]
+	if !ok {
+		return nil, nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", req.Pool)
+	}
+	i := ps.indexOf(req.ID)
+	if i < 0 {
+		return nil, nil, tokens.Errorf(tokens.CodeTokenNotFound, "token %q does not exist in pool %q", req.ID, req.Pool)
+	}
+	old := ps.Tokens[i]
+	t := *old
+	t.Health, t.ModifyIndex = tokens.ResetHealth(req.At, req.By), index
+	ev := tokens.Event{
+		Index: index, At: req.At, Type: tokens.EventTokenReset, Pool: req.Pool, Token: req.ID,
+		From: old.Health.StateAt(req.At), To: tokens.Healthy, Reason: t.Health.Reason, Reporter: req.By,
+	}
+	return s.withPool(req.Pool, ps.withToken(&t)), []tokens.Event{ev}, nil
 }

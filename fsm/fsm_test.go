@@ -49,12 +49,15 @@ func TestPoolUpsert(t *testing.T) {
 		p.Selection = tokens.SelectRoundRobin
 		p.MinHealthy = 2
 		p.Labels = map[string]string{"team": "payments"}
+		p.Health = tokens.HealthPolicy{Window: 10, ReportQuorum: 2, DefaultCooldown: tokens.Duration(90 * time.Second)}
 		p.CreatedAt, p.CreateIndex = at, 77
 	}))
 	ps := h.pool("github")
 	want = tokens.Pool{
 		Name: "github", Selection: tokens.SelectRoundRobin, MinHealthy: 2, Provider: tokens.Provider{Type: tokens.ProviderStatic},
-		Labels:    map[string]string{"team": "payments"},
+		Labels: map[string]string{"team": "payments"},
+		// Stored as written: zero fields mean the defaults.
+		Health:    tokens.HealthPolicy{Window: 10, ReportQuorum: 2, DefaultCooldown: tokens.Duration(90 * time.Second)},
 		CreatedAt: t0, UpdatedAt: at, CreateIndex: 1, ModifyIndex: 3,
 	}
 	if !reflect.DeepEqual(*ps.Pool, want) {
@@ -65,10 +68,13 @@ func TestPoolUpsert(t *testing.T) {
 	}
 
 	for name, mod := range map[string]func(*tokens.Pool){
-		"bad selection":  func(p *tokens.Pool) { p.Selection = "fastest" },
-		"bad labels":     func(p *tokens.Pool) { p.Labels = map[string]string{"BAD": "x"} },
-		"bad provider":   func(p *tokens.Pool) { p.Provider.Type = "oauth3" },
-		"bad minhealthy": func(p *tokens.Pool) { p.MinHealthy = -1 },
+		"bad selection":     func(p *tokens.Pool) { p.Selection = "fastest" },
+		"bad labels":        func(p *tokens.Pool) { p.Labels = map[string]string{"BAD": "x"} },
+		"bad provider":      func(p *tokens.Pool) { p.Provider.Type = "oauth3" },
+		"bad minhealthy":    func(p *tokens.Pool) { p.MinHealthy = -1 },
+		"bad health window": func(p *tokens.Pool) { p.Health.Window = tokens.MaxWindow + 1 },
+		"bad health ratio":  func(p *tokens.Pool) { p.Health.DegradedRatio = 1.5 },
+		"bad health quorum": func(p *tokens.Pool) { p.Health.ReportQuorum = -1 },
 	} {
 		e := h.reject(PoolUpsertType, poolReq("github", at.Add(time.Hour), mod), tokens.CodeInvalid)
 		if !errors.Is(e, tokens.ErrInvalid) {
@@ -77,7 +83,7 @@ func TestPoolUpsert(t *testing.T) {
 	}
 	h.reject(PoolUpsertType, poolReq("Not A Name", t0), tokens.CodeInvalid)
 	h.reject(PoolUpsertType, poolReq("", t0), tokens.CodeInvalid)
-	if got := h.pool("github").Pool; got.ModifyIndex != 3 || got.Selection != tokens.SelectRoundRobin {
+	if got := h.pool("github").Pool; got.ModifyIndex != 3 || got.Selection != tokens.SelectRoundRobin || got.Health.Window != 10 {
 		t.Fatalf("rejected updates changed the pool: %+v", got)
 	}
 }
@@ -252,22 +258,21 @@ func TestTokenRemove(t *testing.T) {
 	h.mustApply(TokenAddType, tokenReq("p", "tok_b2", "value-tok_b", 1, t0))
 }
 
-func TestTokenReport(t *testing.T) {
+func TestTokenHealth(t *testing.T) {
 	h := newHarness(t)
 	h.mustApply(PoolUpsertType, poolReq("p", t0))
-	for _, id := range []string{"tok_a", "tok_b", "tok_c", "tok_d"} {
+	for _, id := range []string{"tok_a", "tok_b", "tok_c", "tok_d", "tok_e"} {
 		h.mustApply(TokenAddType, tokenReq("p", id, "value-"+id, 0, t0))
 	}
 	at := t0.Add(time.Minute)
-	reports := func(rs ...tokens.Report) TokenReportRequest { return TokenReportRequest{Reports: rs} }
 
-	h.mustApply(TokenReportType, reports(
-		report("p", "tok_a", tokens.OutcomeUnauthorized, at, time.Time{}),
-		report("p", "tok_b", tokens.OutcomeRateLimited, at, at.Add(time.Hour)),
-		report("p", "tok_c", tokens.OutcomeRateLimited, at, at.Add(time.Minute)),
-		report("p", "tok_c", tokens.OutcomeForbidden, at.Add(time.Second), time.Time{}), // same entry, same token: both apply
-		report("p", "tok_gone", tokens.OutcomeForbidden, at, time.Time{}),               // unknown token: skipped
-		report("nope", "tok_d", tokens.OutcomeForbidden, at, time.Time{}),               // unknown pool: skipped
+	h.mustApply(TokenHealthType, changes(
+		change("p", "tok_a", failed("unauthorized", at)),
+		change("p", "tok_b", cooldown(at, at.Add(time.Hour))),
+		change("p", "tok_c", cooldown(at, at.Add(time.Minute))),
+		change("p", "tok_c", failed("forbidden", at.Add(time.Second))), // same entry, same token: both apply
+		change("p", "tok_gone", failed("forbidden", at)),               // unknown token: skipped
+		change("nope", "tok_d", failed("forbidden", at)),               // unknown pool: skipped
 	))
 	idx := h.index
 	checks := []struct {
@@ -275,10 +280,11 @@ func TestTokenReport(t *testing.T) {
 		want tokens.Health
 		mod  uint64
 	}{
-		{"tok_a", tokens.Health{State: tokens.Failed, Reason: "unauthorized", Since: at, Reporter: "node-1"}, idx},
-		{"tok_b", tokens.Health{State: tokens.Cooldown, Reason: "rate_limited", Since: at, Until: at.Add(time.Hour), Reporter: "node-1"}, idx},
-		{"tok_c", tokens.Health{State: tokens.Failed, Reason: "forbidden", Since: at.Add(time.Second), Reporter: "node-1"}, idx},
+		{"tok_a", failed("unauthorized", at), idx},
+		{"tok_b", cooldown(at, at.Add(time.Hour)), idx},
+		{"tok_c", failed("forbidden", at.Add(time.Second)), idx},
 		{"tok_d", tokens.Health{State: tokens.Healthy, Since: t0}, 5},
+		{"tok_e", tokens.Health{State: tokens.Healthy, Since: t0}, 6},
 	}
 	for _, c := range checks {
 		got := h.token("p", c.id)
@@ -286,42 +292,189 @@ func TestTokenReport(t *testing.T) {
 			t.Errorf("%s: health %+v (modify index %d), want %+v (%d)", c.id, got.Health, got.ModifyIndex, c.want, c.mod)
 		}
 	}
+	if got, want := len(h.last), 4; got != want {
+		t.Errorf("entry with 4 effective changes recorded %d events: %+v", got, h.last)
+	}
 
-	// Reports that change nothing are accepted and leave the tokens as
-	// they are: the same pointers.
+	// Changes that change nothing are accepted, record nothing, and leave
+	// the tokens as they are: the same pointers.
 	before := h.f.State()
-	h.mustApply(TokenReportType, reports(
-		report("p", "tok_a", tokens.OutcomeRateLimited, at.Add(time.Minute), at.Add(time.Hour)), // failed stays failed
-		report("p", "tok_b", tokens.OutcomeRateLimited, at.Add(time.Minute), at.Add(time.Minute*2)),
-		report("p", "tok_d", tokens.OutcomeOK, at, time.Time{}),
-		report("p", "tok_d", tokens.OutcomeError, at, time.Time{}),
-		report("p", "tok_d", tokens.OutcomeTimeout, at, time.Time{}),
+	h.mustApply(TokenHealthType, changes(
+		change("p", "tok_a", cooldown(at.Add(time.Minute), at.Add(time.Hour))),     // failed stays failed
+		change("p", "tok_a", healthy("recovered", at.Add(time.Minute))),            // healthy does not override failed
+		change("p", "tok_a", degraded("errors", at.Add(time.Minute))),              // nor does degraded
+		change("p", "tok_a", failed("forbidden", at.Add(time.Minute))),             // already failed: the first reason stays
+		change("p", "tok_b", cooldown(at.Add(time.Minute), at.Add(2*time.Minute))), // a cooldown never shortens
+		change("p", "tok_b", cooldown(at.Add(time.Minute), at.Add(time.Hour))),     // same deadline
+		change("p", "tok_b", healthy("recovered", at.Add(time.Minute))),            // healthy does not end a cooldown
+		change("p", "tok_b", degraded("errors", at.Add(time.Minute))),              // degraded replaces only healthy
+		change("p", "tok_d", healthy("recovered", at)),                             // already healthy
+		change("p", "tok_d", cooldown(at, at)),                                     // Until not after Since: ignored
+		change("p", "tok_d", cooldown(at, at.Add(-time.Minute))),                   // Until before Since: ignored
+		change("p", "tok_gone", cooldown(at, at.Add(time.Hour))),
 	))
 	for _, id := range []string{"tok_a", "tok_b", "tok_d"} {
 		if b, _ := before.Token("p", id); b != h.token("p", id) {
-			t.Errorf("%s was replaced by a report that changes nothing", id)
+			t.Errorf("%s was replaced by a change that changes nothing", id)
 		}
 	}
-	h.mustApply(TokenReportType, reports())
+	if len(h.last) != 0 {
+		t.Errorf("changes that change nothing recorded events: %+v", h.last)
+	}
+	h.mustApply(TokenHealthType, changes())
+	h.mustApply(TokenHealthType, TokenHealthRequest{})
 
-	// A later deadline extends the cooldown.
-	h.mustApply(TokenReportType, reports(report("p", "tok_b", tokens.OutcomeRateLimited, at.Add(time.Minute), at.Add(2*time.Hour))))
-	if got := h.token("p", "tok_b").Health; got.Until != at.Add(2*time.Hour) || got.Since != at {
-		t.Errorf("extended cooldown = %+v", got)
+	// A later deadline extends the cooldown, across entries: the cooldown
+	// keeps its start, the rest is the new decision's.
+	h.mustApply(TokenHealthType, changes(change("p", "tok_b", by("node-2", cooldown(at.Add(time.Minute), at.Add(2*time.Hour))))))
+	if got, want := h.token("p", "tok_b").Health, by("node-2", cooldown(at, at.Add(2*time.Hour))); got != want {
+		t.Errorf("extended cooldown = %+v, want %+v", got, want)
+	}
+	// And within one entry, whatever the order: the latest deadline wins,
+	// and a shorter one in between changes nothing.
+	h.mustApply(TokenHealthType, changes(
+		change("p", "tok_b", cooldown(at.Add(2*time.Minute), at.Add(3*time.Hour))),
+		change("p", "tok_b", cooldown(at.Add(2*time.Minute), at.Add(150*time.Minute))),
+		change("p", "tok_b", cooldown(at.Add(3*time.Minute), at.Add(4*time.Hour))),
+		change("p", "tok_e", cooldown(at.Add(2*time.Minute), at.Add(4*time.Hour))),
+		change("p", "tok_e", cooldown(at.Add(3*time.Minute), at.Add(3*time.Hour))),
+	))
+	if got := h.token("p", "tok_b").Health; got != cooldown(at, at.Add(4*time.Hour)) {
+		t.Errorf("cooldown extended twice in one entry = %+v", got)
+	}
+	if got := h.token("p", "tok_e").Health; got != cooldown(at.Add(2*time.Minute), at.Add(4*time.Hour)) {
+		t.Errorf("longer cooldown then shorter one in one entry = %+v", got)
+	}
+	if len(h.last) != 3 {
+		t.Errorf("two extensions and one new cooldown recorded %d events: %+v", len(h.last), h.last)
 	}
 
-	// One unknown outcome rejects the whole entry: its valid reports too.
-	e := h.reject(TokenReportType, reports(
-		report("p", "tok_d", tokens.OutcomeUnauthorized, at, time.Time{}),
-		report("p", "tok_d", "exploded", at, time.Time{}),
-	), tokens.CodeInvalid)
-	if !strings.Contains(e.Message, "exploded") {
-		t.Errorf("unknown outcome error %q does not name it", e.Message)
+	// degraded <-> healthy.
+	h.mustApply(TokenHealthType, changes(change("p", "tok_d", by("node-2", degraded("errors", at)))))
+	if got := h.token("p", "tok_d"); got.Health != by("node-2", degraded("errors", at)) || got.ModifyIndex != h.index {
+		t.Errorf("degraded healthy token = %+v (modify index %d)", got.Health, got.ModifyIndex)
 	}
-	if got := h.token("p", "tok_d").Health.State; got != tokens.Healthy {
-		t.Errorf("rejected entry changed tok_d to %s", got)
+	before = h.f.State()
+	h.mustApply(TokenHealthType, changes(change("p", "tok_d", degraded("timeouts", at.Add(time.Minute)))))
+	if b, _ := before.Token("p", "tok_d"); b != h.token("p", "tok_d") || len(h.last) != 0 {
+		t.Errorf("degraded on a degraded token changed it to %+v", h.token("p", "tok_d").Health)
 	}
-	h.reject(TokenReportType, reports(report("p", "tok_d", "", at, time.Time{})), tokens.CodeInvalid)
+	h.mustApply(TokenHealthType, changes(change("p", "tok_d", healthy("recovered", at.Add(2*time.Minute)))))
+	if got := h.token("p", "tok_d").Health; got != healthy("recovered", at.Add(2*time.Minute)) {
+		t.Errorf("recovered degraded token = %+v", got)
+	}
+	// A cooldown and a failure replace degraded.
+	h.mustApply(TokenHealthType, changes(
+		change("p", "tok_d", degraded("errors", at.Add(3*time.Minute))),
+		change("p", "tok_d", cooldown(at.Add(4*time.Minute), at.Add(5*time.Minute))),
+	))
+	if got := h.token("p", "tok_d").Health; got != cooldown(at.Add(4*time.Minute), at.Add(5*time.Minute)) {
+		t.Errorf("cooldown of a degraded token = %+v", got)
+	}
+	// A cooldown whose deadline has passed is healthy: degraded replaces
+	// it, a healthy decision does not, and a new cooldown starts afresh.
+	after := at.Add(5 * time.Minute)
+	before = h.f.State()
+	h.mustApply(TokenHealthType, changes(change("p", "tok_d", healthy("recovered", after))))
+	if b, _ := before.Token("p", "tok_d"); b != h.token("p", "tok_d") {
+		t.Errorf("healthy on an ended cooldown changed it to %+v", h.token("p", "tok_d").Health)
+	}
+	h.mustApply(TokenHealthType, changes(change("p", "tok_d", degraded("errors", after))))
+	if got := h.token("p", "tok_d").Health; got != degraded("errors", after) {
+		t.Errorf("degraded after an ended cooldown = %+v", got)
+	}
+	if len(h.last) != 1 || h.last[0].From != tokens.Healthy {
+		t.Errorf("degraded after an ended cooldown recorded %+v, want one event from healthy", h.last)
+	}
+	h.mustApply(TokenHealthType, changes(change("p", "tok_b", cooldown(at.Add(5*time.Hour), at.Add(6*time.Hour)))))
+	if got := h.token("p", "tok_b").Health; got != cooldown(at.Add(5*time.Hour), at.Add(6*time.Hour)) {
+		t.Errorf("cooldown after an ended one = %+v, want a fresh one", got)
+	}
+
+	// One unknown state rejects the whole entry: its valid changes too,
+	// and even a change for a token that does not exist.
+	for _, bad := range []tokens.HealthState{"exploded", "", "Healthy", "failed "} {
+		for _, target := range []string{"tok_e", "tok_gone"} {
+			before := h.f.State()
+			e := h.reject(TokenHealthType, changes(
+				change("p", "tok_e", failed("unauthorized", at)),
+				change("p", target, tokens.Health{State: bad, Since: at}),
+			), tokens.CodeInvalid)
+			if !errors.Is(e, tokens.ErrInvalid) || !strings.Contains(e.Message, fmt.Sprintf("%q", bad)) {
+				t.Errorf("unknown state %q: error %v does not name it", bad, e)
+			}
+			if b, _ := before.Token("p", "tok_e"); b != h.token("p", "tok_e") {
+				t.Errorf("rejected entry changed tok_e to %s", h.token("p", "tok_e").Health.State)
+			}
+		}
+	}
+	checkInvariants(t, h.f.State())
+}
+
+func TestTokenReset(t *testing.T) {
+	h := newHarness(t)
+	h.mustApply(PoolUpsertType, poolReq("p", t0))
+	for i, id := range []string{"tok_a", "tok_b", "tok_c", "tok_d", "tok_e"} {
+		h.mustApply(TokenAddType, tokenReq("p", id, "value-"+id, i%2, t0, func(tk *tokens.Token) { tk.Labels = map[string]string{"n": id} }))
+	}
+	h.mustApply(TokenHealthType, changes(
+		change("p", "tok_a", failed("unauthorized", t0.Add(time.Minute))),
+		change("p", "tok_b", cooldown(t0.Add(time.Minute), t0.Add(time.Hour))),
+		change("p", "tok_c", degraded("errors", t0.Add(time.Minute))),
+		change("p", "tok_e", cooldown(t0.Add(time.Minute), t0.Add(2*time.Minute))),
+	))
+	at := t0.Add(10 * time.Minute)
+	for _, c := range []struct {
+		id   string
+		from tokens.HealthState
+	}{
+		{"tok_a", tokens.Failed},
+		{"tok_b", tokens.Cooldown},
+		{"tok_c", tokens.Degraded},
+		{"tok_d", tokens.Healthy},
+		{"tok_e", tokens.Healthy}, // its cooldown ended before the reset
+	} {
+		old := *h.token("p", c.id)
+		h.mustApply(TokenResetType, TokenResetRequest{Pool: "p", ID: c.id, By: "alice", At: at})
+		got := *h.token("p", c.id)
+		want := tokens.ResetHealth(at, "alice")
+		if got.Health != want || got.Health.State != tokens.Healthy || !got.Health.Since.Equal(at) || got.Health.Reporter != "alice" || !got.Health.Until.IsZero() {
+			t.Errorf("%s: reset health %+v, want %+v", c.id, got.Health, want)
+		}
+		if got.ModifyIndex != h.index {
+			t.Errorf("%s: modify index %d after reset at %d", c.id, got.ModifyIndex, h.index)
+		}
+		got.Health, got.ModifyIndex = old.Health, old.ModifyIndex
+		if !reflect.DeepEqual(got, old) {
+			t.Errorf("%s: reset changed more than health:\n got %+v\nwant %+v", c.id, got, old)
+		}
+		wantEv := []tokens.Event{{
+			Index: h.index, At: at, Type: tokens.EventTokenReset, Pool: "p", Token: c.id,
+			From: c.from, To: tokens.Healthy, Reason: want.Reason, Reporter: "alice",
+		}}
+		if !reflect.DeepEqual(h.last, wantEv) {
+			t.Errorf("%s: reset recorded %+v\nwant %+v", c.id, h.last, wantEv)
+		}
+	}
+	checkInvariants(t, h.f.State())
+
+	// A reset token is an ordinary healthy one again: it can fail anew.
+	h.mustApply(TokenHealthType, changes(change("p", "tok_a", failed("forbidden", at.Add(time.Minute)))))
+	if got := h.token("p", "tok_a").Health; got != failed("forbidden", at.Add(time.Minute)) {
+		t.Errorf("reset token did not fail again: %+v", got)
+	}
+
+	e := h.reject(TokenResetType, TokenResetRequest{Pool: "nope", ID: "tok_a", By: "alice", At: at}, tokens.CodePoolNotFound)
+	if !errors.Is(e, tokens.ErrNotFound) {
+		t.Errorf("errors.Is(%v, ErrNotFound) = false", e)
+	}
+	e = h.reject(TokenResetType, TokenResetRequest{Pool: "p", ID: "tok_gone", By: "alice", At: at}, tokens.CodeTokenNotFound)
+	if !errors.Is(e, tokens.ErrNotFound) || !strings.Contains(e.Message, "tok_gone") {
+		t.Errorf("reset of a missing token: %v", e)
+	}
+	if got := h.token("p", "tok_a").Health.State; got != tokens.Failed {
+		t.Errorf("rejected resets changed tok_a to %s", got)
+	}
 }
 
 func TestApplyCorruptEntries(t *testing.T) {
@@ -336,16 +489,31 @@ func TestApplyCorruptEntries(t *testing.T) {
 		{"nil entry", nil},
 		{"empty entry", []byte{}},
 		{"type zero", []byte{0}},
-		{"unknown type", append([]byte{6}, `{"name":"p"}`...)},
+		{"unknown type", append([]byte{7}, `{"name":"p"}`...)},
 		{"highest type without the ignore flag", append([]byte{127}, `{}`...)},
 	}
-	for _, typ := range []MessageType{PoolUpsertType, PoolDeleteType, TokenAddType, TokenRemoveType, TokenReportType} {
-		for _, body := range []string{"", "{", "not json", "[]", `{"pool":5,"name":[],"token":"x","reports":{}}`, `{"at":"yesterday","reports":[{"at":"yesterday"}]}`, "{}garbage", "\xff\xfe"} {
+	for _, typ := range []MessageType{PoolUpsertType, PoolDeleteType, TokenAddType, TokenRemoveType, TokenHealthType, TokenResetType} {
+		for _, body := range []string{
+			"", "{", "not json", "[]", "{}garbage", "\xff\xfe", "null null",
+			`{"pool":5,"name":[],"token":"x","id":7,"changes":{}}`,
+			`{"at":"yesterday","changes":[{"health":{"since":"yesterday"}}]}`,
+		} {
 			tests = append(tests, struct {
 				name  string
 				entry []byte
 			}{fmt.Sprintf("%s body %q", typ, body), append([]byte{byte(typ)}, body...)})
 		}
+	}
+	// Bodies that are malformed only for one type, where the common ones
+	// above would fail on another field first.
+	for typ, body := range map[MessageType]string{
+		TokenHealthType: `{"changes":[{"pool":"p","token_id":"tok_a","health":{"state":"failed","until":5}}]}`,
+		TokenResetType:  `{"pool":"p","id":"tok_a","by":["alice"],"at":"2030-01-02T03:04:05Z"}`,
+	} {
+		tests = append(tests, struct {
+			name  string
+			entry []byte
+		}{fmt.Sprintf("%s body %q", typ, body), append([]byte{byte(typ)}, body...)})
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -383,7 +551,7 @@ func TestApplyIgnoresFlaggedUnknownTypes(t *testing.T) {
 	}
 }
 
-// panicOnDebug is a logger whose Debug panics. applyTokenReport logs a
+// panicOnDebug is a logger whose Debug panics. applyTokenHealth logs each
 // health change at debug level from inside apply, which makes it the one
 // place a test can make apply panic without changing the FSM.
 type panicOnDebug struct{ hclog.Logger }
@@ -401,14 +569,20 @@ func TestApplyRecoversFromPanic(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := f.State()
-	err := f.Apply(3, encode(t, TokenReportType, TokenReportRequest{Reports: []tokens.Report{report("p", "tok_a", tokens.OutcomeForbidden, t0, time.Time{})}}))
+	before, events := f.State(), eventsOf(f)
+	if len(events.Events) != 2 {
+		t.Fatalf("pool and token recorded %+v", events)
+	}
+	err := f.Apply(3, encode(t, TokenHealthType, changes(change("p", "tok_a", failed("forbidden", t0)))))
 	var e *tokens.Error
 	if !errors.As(err, &e) || e.Code != tokens.CodeInvalid || !strings.Contains(e.Message, "could not be applied") {
 		t.Fatalf("Apply that panics returned %v, want an invalid_request rejection", err)
 	}
 	if f.State() != before {
 		t.Fatal("Apply that panicked replaced the state")
+	}
+	if got := eventsOf(f); !reflect.DeepEqual(got, events) {
+		t.Fatalf("Apply that panicked recorded events: %+v", got)
 	}
 	if f.AppliedIndex() != 3 {
 		t.Fatalf("AppliedIndex = %d after a panic at 3", f.AppliedIndex())
@@ -440,13 +614,14 @@ func TestNilLogger(t *testing.T) {
 	for i, e := range [][]byte{
 		encode(t, PoolUpsertType, poolReq("p", t0)),
 		encode(t, TokenAddType, tokenReq("p", "tok_a", "value-a", 0, t0)),
-		encode(t, TokenReportType, TokenReportRequest{Reports: []tokens.Report{report("p", "tok_a", tokens.OutcomeForbidden, t0, time.Time{})}}),
+		encode(t, TokenHealthType, changes(change("p", "tok_a", failed("forbidden", t0)))),
+		encode(t, TokenResetType, TokenResetRequest{Pool: "p", ID: "tok_a", By: "alice", At: t0}),
 	} {
 		if err := f.Apply(uint64(4+i), e); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if f.AppliedIndex() != 6 {
+	if f.AppliedIndex() != 7 {
 		t.Fatalf("AppliedIndex = %d", f.AppliedIndex())
 	}
 }
@@ -493,6 +668,33 @@ func TestConcurrentReaders(t *testing.T) {
 			}
 		})
 	}
+	// Event readers page through the log while Apply appends to it and
+	// Restore replaces it.
+	errs := make(chan error, 2)
+	for range 2 {
+		wg.Go(func() {
+			var since uint64
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				events, _ := h.f.Events(since, 3)
+				for i, ev := range events {
+					if ev.Index <= since || (i > 0 && ev.Index < events[i-1].Index) {
+						errs <- fmt.Errorf("Events(%d, 3) = %+v: not above %d in order", since, events, since)
+						return
+					}
+				}
+				if len(events) == 0 {
+					since = 0
+				} else {
+					since = events[len(events)-1].Index
+				}
+			}
+		})
+	}
 	empty := snapshotBytes(t, New(nil))
 	for range 20 {
 		if err := h.f.Restore(bytes.NewReader(empty)); err != nil {
@@ -505,4 +707,8 @@ func TestConcurrentReaders(t *testing.T) {
 	}
 	close(done)
 	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }

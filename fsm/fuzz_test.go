@@ -3,7 +3,10 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -33,7 +36,21 @@ func FuzzApply(f *testing.F) {
 	f.Add([]byte{0})
 	f.Add([]byte{byte(IgnoreUnknownTypeFlag | 9), '{', '}'})
 	f.Add([]byte{99, '{', '}'})
-	f.Add(append([]byte{byte(TokenReportType)}, `{"reports":[{"pool":"github","token_id":"tok_a","outcome":"rate_limited","at":"2030-01-02T03:04:05+23:59","until":"9999-12-31T23:59:59-23:59"}]}`...))
+	// Health changes and resets after the history: each its own entry, or
+	// all in one entry with the history before it.
+	extra := [][]byte{
+		append([]byte{byte(TokenHealthType)}, `{"changes":[{"pool":"openai","token_id":"tok_e","health":{"state":"cooldown","since":"2030-01-02T03:04:05+23:59","until":"9999-12-31T23:59:59-23:59"}}]}`...),
+		append([]byte{byte(TokenHealthType)}, `{"changes":[{"pool":"github","token_id":"tok_b","health":{"state":"degraded","reason":"errors","since":"2030-01-02T09:00:00Z"}},{"pool":"github","token_id":"tok_b","health":{"state":"healthy","since":"2030-01-02T09:00:01Z"}},{"pool":"github","token_id":"tok_f","health":{"state":"cooldown","since":"2030-01-02T09:00:00Z","until":"2030-01-02T09:00:00Z"}}]}`...),
+		append([]byte{byte(TokenHealthType)}, `{"changes":[{"pool":"github","token_id":"tok_f","health":{"state":"failed","since":"0001-01-01T00:00:00Z","until":"2030-01-02T09:00:00Z"}},{"pool":"github","token_id":"tok_f","health":{"state":"unknown"}}]}`...),
+		append([]byte{byte(TokenHealthType)}, `{"changes":[{"pool":"github","token_id":"tok_b","health":{"state":"cooldown","since":"0000-01-01T00:00:00+01:00","until":"0000-01-01T00:00:01+01:00"}}]}`...),
+		append([]byte{byte(TokenResetType)}, `{"pool":"github","id":"tok_b","by":"alice","at":"2030-01-02T03:04:05-23:59"}`...),
+		append([]byte{byte(TokenResetType)}, `{"pool":"openai","id":"tok_e","by":"\u0000\ud800","at":"2030-01-02T10:00:00.123456789Z"}`...),
+		append([]byte{byte(TokenResetType)}, `{"pool":"github","id":"tok_gone","by":"alice","at":"2030-01-02T10:00:00Z"}`...),
+	}
+	for _, e := range extra {
+		f.Add(joinEntries(append(slices.Clone(entries), e)))
+	}
+	f.Add(joinEntries(append(slices.Clone(entries), extra...)))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		entries := splitEntries(data)
@@ -46,6 +63,10 @@ func FuzzApply(f *testing.F) {
 			index := uint64(i + 1)
 			before := a.State()
 			frozen := freeze(before)
+			mark := markOf(a)
+			if errC := a.Check(e); markOf(a) != mark || a.State() != before {
+				t.Fatalf("Check(%d) (%v) changed the state or recorded events", index, errC)
+			}
 			errA := a.Apply(index, e)
 			errB := b.Apply(index, bytes.Clone(e))
 			for _, logs := range []string{logsA.String(), logsB.String()} {
@@ -64,6 +85,17 @@ func FuzzApply(f *testing.F) {
 				if a.State() != before {
 					t.Fatalf("entry %d was rejected (%v) but replaced the state", index, errA)
 				}
+				if markOf(a) != mark {
+					t.Fatalf("entry %d was rejected (%v) but recorded events", index, errA)
+				}
+			} else if events, _ := a.Events(index-1, tokens.MaxEvents); len(events) == 0 && markOf(a) != mark {
+				t.Fatalf("entry %d changed the event log without an event at its index", index)
+			} else {
+				for _, ev := range events {
+					if ev.Index != index {
+						t.Fatalf("entry %d recorded an event at index %d", index, ev.Index)
+					}
+				}
 			}
 			if a.AppliedIndex() != index {
 				t.Fatalf("entry %d: AppliedIndex = %d", index, a.AppliedIndex())
@@ -73,6 +105,7 @@ func FuzzApply(f *testing.F) {
 			}
 		}
 		checkInvariants(t, a.State())
+		checkEvents(t, a)
 		snapA, snapB := snapshotBytes(t, a), snapshotBytes(t, b)
 		if !bytes.Equal(snapA, snapB) {
 			t.Fatalf("same entries, different snapshots:\n%s\n%s", snapA, snapB)
@@ -86,26 +119,85 @@ func FuzzApply(f *testing.F) {
 		if snapC := snapshotBytes(t, c); !bytes.Equal(snapC, snapA) {
 			t.Fatalf("snapshot changed across a restore:\n%s\nwant\n%s", snapC, snapA)
 		}
+		if !reflect.DeepEqual(eventsOf(c), eventsOf(a)) {
+			t.Fatalf("events changed across a restore:\n%+v\nwant\n%+v", eventsOf(c), eventsOf(a))
+		}
 	})
+}
+
+// checkEvents fails if f's event log breaks what readers rely on: at most
+// MaxEvents events, in index order, none at or below the dropped index
+// except ones that share it, and Events pages through all of them.
+func checkEvents(t testing.TB, f *FSM) {
+	t.Helper()
+	ev := eventsOf(f)
+	if len(ev.Events) > tokens.MaxEvents {
+		t.Fatalf("the log shows %d events", len(ev.Events))
+	}
+	for i, e := range ev.Events {
+		if e.Index < ev.Dropped || (i > 0 && e.Index < ev.Events[i-1].Index) || e.Index > f.AppliedIndex() {
+			t.Fatalf("event %d of %d has index %d (dropped %d, applied %d): %+v", i, len(ev.Events), e.Index, ev.Dropped, f.AppliedIndex(), ev.Events)
+		}
+	}
+	var paged []tokens.Event
+	since := uint64(0)
+	for {
+		page, truncated := f.Events(since, 2)
+		if truncated != (since < ev.Dropped) {
+			t.Fatalf("Events(%d) truncated = %v with events dropped up to %d", since, truncated, ev.Dropped)
+		}
+		if len(page) == 0 {
+			break
+		}
+		paged = append(paged, page...)
+		since = page[len(page)-1].Index
+	}
+	// A page never ends inside an entry's events, so resuming after the
+	// last index of a page loses none: paging gives every event.
+	if !reflect.DeepEqual(paged, ev.Events) {
+		t.Fatalf("paging through Events with limit 2 gave\n%+v\nwant\n%+v", paged, ev.Events)
+	}
 }
 
 func FuzzRestore(f *testing.F) {
 	good := snapshotBytes(f, applyAll(f, everyCommand(f)).f)
+	v1, err := os.ReadFile(filepath.Join("testdata", "snapshot-v1.jsonl"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	// A log that dropped events, one of them sharing an index with kept
+	// ones. (A snapshot of a real one holds MaxEvents events: too big an
+	// input to mutate and minimize quickly.)
+	dropped := []byte(`{"format":"tokend-state","version":2,"applied_index":1030,"events_dropped":1027}
+{"type":"pool","pool":{"name":"p","selection":"priority","provider":{"type":"static"},"create_index":1,"modify_index":1}}
+{"type":"event","event":{"index":1027,"at":"2030-01-02T03:04:05Z","type":"token_health","pool":"p","token":"tok_b","from":"healthy","to":"failed","reason":"unauthorized","reporter":"node-1"}}
+{"type":"event","event":{"index":1029,"at":"2030-01-02T03:04:05Z","type":"pool_applied","pool":"p"}}
+{"type":"end","count":3}
+`)
 	f.Add(good)
+	f.Add(v1)
+	f.Add(dropped)
 	f.Add(snapshotBytes(f, New(nil)))
 	f.Add(good[:len(good)/2])
 	f.Add(good[:len(good)-20])
-	f.Add(bytes.Replace(good, []byte(`"count":6`), []byte(`"count":5`), 1))
-	f.Add(bytes.Replace(good, []byte(`"version":1`), []byte(`"version":2`), 1))
+	f.Add(bytes.Replace(good, []byte(`"count":`), []byte(`"count":1`), 1))
+	f.Add(bytes.Replace(good, []byte(`"version":2`), []byte(`"version":1`), 1))
+	f.Add(bytes.Replace(good, []byte(`"version":2`), []byte(`"version":3`), 1))
+	f.Add(bytes.Replace(good, []byte(`"applied_index":`), []byte(`"events_dropped":30,"applied_index":`), 1))
+	f.Add(bytes.Replace(good, []byte(`"index":1,`), []byte(`"index":100,`), 1))
+	f.Add(bytes.Replace(v1, []byte(`"version":1`), []byte(`"version":2`), 1))
 	f.Add(bytes.Replace(good, []byte(`"type":"token"`), []byte(`"type":"pool"`), 1))
+	f.Add(bytes.Replace(good, []byte(`"type":"token"`), []byte(`"type":"event"`), 1))
 	f.Add([]byte(`{"format":"tokend-state","version":1}` + "\n" + `{"type":"end"}`))
 	f.Add([]byte(`{"format":"tokend-state","version":1}{"type":"pool","pool":{"name":"a"}}{"type":"token","token":{"pool":"a"}}{"type":"end","count":2}`))
+	f.Add([]byte(`{"format":"tokend-state","version":2,"events_dropped":5}{"type":"event","event":{"index":5}}{"type":"event","event":{"index":5,"type":"x"}}{"type":"end","count":2}`))
 	f.Add([]byte{})
 	f.Add([]byte("null"))
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		sm := restoreInto(t, good) // an agent that holds some state
 		before, frozen, index := sm.State(), freeze(sm.State()), sm.AppliedIndex()
+		events := eventsOf(sm)
 		if err := sm.Restore(bytes.NewReader(data)); err != nil {
 			if sm.State() != before || !reflect.DeepEqual(freeze(before), frozen) {
 				t.Fatalf("rejected Restore (%v) changed the state", err)
@@ -113,9 +205,15 @@ func FuzzRestore(f *testing.F) {
 			if sm.AppliedIndex() != index {
 				t.Fatalf("rejected Restore (%v) changed AppliedIndex to %d", err, sm.AppliedIndex())
 			}
+			if !reflect.DeepEqual(eventsOf(sm), events) {
+				t.Fatalf("rejected Restore (%v) changed the event log", err)
+			}
 			return
 		}
 		checkInvariants(t, sm.State())
+		if n := len(eventsOf(sm).Events); n > tokens.MaxEvents {
+			t.Fatalf("Restore accepted %d events", n)
+		}
 		// A restored state snapshots and restores to itself.
 		snap := snapshotBytes(t, sm)
 		g := New(nil)
@@ -127,6 +225,9 @@ func FuzzRestore(f *testing.F) {
 		}
 		if g.AppliedIndex() != sm.AppliedIndex() {
 			t.Fatalf("AppliedIndex %d became %d across a restore", sm.AppliedIndex(), g.AppliedIndex())
+		}
+		if !reflect.DeepEqual(eventsOf(g), eventsOf(sm)) {
+			t.Fatalf("events changed across a restore:\n%+v\nwant\n%+v", eventsOf(g), eventsOf(sm))
 		}
 	})
 }

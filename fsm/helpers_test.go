@@ -50,6 +50,8 @@ type harness struct {
 	f     *FSM
 	logs  *logBuffer
 	index uint64
+	// last holds the events the last accepted entry recorded.
+	last []tokens.Event
 }
 
 func newHarness(t testing.TB) *harness {
@@ -75,15 +77,22 @@ func encode(t testing.TB, typ MessageType, req any) []byte {
 
 // applyRaw applies entry at the next index. Whatever the outcome, the state
 // that was current before is unchanged afterwards, AppliedIndex is the
-// entry's index, and a rejection leaves the current state pointer-identical.
+// entry's index, and a rejection leaves the current state pointer-identical
+// and the event log as it was. Check records no event either. The events an
+// accepted entry recorded are left in h.last; all carry the entry's index.
 func (h *harness) applyRaw(entry []byte) error {
 	h.t.Helper()
 	h.index++
+	h.last = nil
 	before := h.f.State()
 	frozen := freeze(before)
+	mark := markOf(h.f)
 	checked := h.f.Check(entry)
 	if h.f.State() != before || h.f.AppliedIndex() != h.index-1 {
 		h.t.Fatalf("Check before Apply(%d) changed the state or the applied index", h.index)
+	}
+	if markOf(h.f) != mark {
+		h.t.Fatalf("Check before Apply(%d) recorded events", h.index)
 	}
 	err := h.f.Apply(h.index, entry)
 	// Nothing ran between them, so the leader's pre-check must agree with
@@ -100,10 +109,58 @@ func (h *harness) applyRaw(entry []byte) error {
 	if err != nil && h.f.State() != before {
 		h.t.Fatalf("Apply(%d) was rejected (%v) but replaced the state", h.index, err)
 	}
+	if err != nil && markOf(h.f) != mark {
+		h.t.Fatalf("Apply(%d) was rejected (%v) but recorded events", h.index, err)
+	}
+	if err == nil {
+		h.last, _ = h.f.Events(h.index-1, tokens.MaxEvents)
+		for _, ev := range h.last {
+			if ev.Index != h.index {
+				h.t.Fatalf("Apply(%d) recorded an event with index %d: %+v", h.index, ev.Index, ev)
+			}
+		}
+		if len(h.last) == 0 && markOf(h.f) != mark {
+			h.t.Fatalf("Apply(%d) changed the event log without recording an event at its index", h.index)
+		}
+	}
 	if strings.Contains(h.logs.String(), "panicked") {
 		h.t.Fatalf("Apply(%d) panicked:\n%s", h.index, h.logs.String())
 	}
 	return err
+}
+
+// eventMark identifies the contents of an event log cheaply: every append
+// changes the length or, when it trims, the dropped index, and always the
+// last event.
+type eventMark struct {
+	n       int
+	dropped uint64
+	last    tokens.Event
+}
+
+func markOf(f *FSM) eventMark {
+	f.events.mu.RLock()
+	defer f.events.mu.RUnlock()
+	m := eventMark{n: len(f.events.events), dropped: f.events.dropped}
+	if m.n > 0 {
+		m.last = f.events.events[m.n-1]
+	}
+	return m
+}
+
+// eventView is everything an FSM's event log shows, and what a snapshot
+// carries of it.
+type eventView struct {
+	Events  []tokens.Event
+	Dropped uint64
+}
+
+func eventsOf(f *FSM) eventView {
+	events, dropped := f.events.snapshot()
+	if len(events) == 0 {
+		events = nil
+	}
+	return eventView{events, dropped}
 }
 
 func (h *harness) apply(typ MessageType, req any) error {
@@ -174,8 +231,32 @@ func tokenReq(pool, id, value string, priority int, at time.Time, mods ...func(*
 	return TokenAddRequest{Token: tk, At: at}
 }
 
-func report(pool, id string, o tokens.Outcome, at, until time.Time) tokens.Report {
-	return tokens.Report{Pool: pool, TokenID: id, Outcome: o, At: at, Until: until, Reporter: "node-1"}
+func changes(cs ...HealthChange) TokenHealthRequest { return TokenHealthRequest{Changes: cs} }
+
+func change(pool, id string, h tokens.Health) HealthChange {
+	return HealthChange{Pool: pool, TokenID: id, Health: h}
+}
+
+// The health decisions a leader makes, by node-1 unless changed.
+func failed(reason string, since time.Time) tokens.Health {
+	return tokens.Health{State: tokens.Failed, Reason: reason, Since: since, Reporter: "node-1"}
+}
+
+func cooldown(since, until time.Time) tokens.Health {
+	return tokens.Health{State: tokens.Cooldown, Reason: "rate_limited", Since: since, Until: until, Reporter: "node-1"}
+}
+
+func degraded(reason string, since time.Time) tokens.Health {
+	return tokens.Health{State: tokens.Degraded, Reason: reason, Since: since, Reporter: "node-1"}
+}
+
+func healthy(reason string, since time.Time) tokens.Health {
+	return tokens.Health{State: tokens.Healthy, Reason: reason, Since: since, Reporter: "node-1"}
+}
+
+func by(reporter string, h tokens.Health) tokens.Health {
+	h.Reporter = reporter
+	return h
 }
 
 // frozenPool is a deep copy of a PoolState.
@@ -255,9 +336,11 @@ func checkInvariants(t testing.TB, s *State) {
 	}
 }
 
-// everyCommand returns a sequence of entries that uses every command type,
-// accepted and rejected, starting from empty state.
-func everyCommand(t testing.TB) [][]byte {
+// version1Commands is the history that testdata/snapshot-v1.jsonl was
+// written from: it uses every command type version 1 had, accepted and
+// rejected, starting from empty state. (Its health entry was a report
+// entry then; these health changes are what those reports asked for.)
+func version1Commands(t testing.TB) [][]byte {
 	e := func(typ MessageType, req any) []byte { return encode(t, typ, req) }
 	labels := func(p *tokens.Pool) { p.Labels = map[string]string{"team": "payments", "env": "prod"} }
 	return [][]byte{
@@ -272,11 +355,11 @@ func everyCommand(t testing.TB) [][]byte {
 		e(TokenAddType, tokenReq("openai", "tok_d", "value-d", 1, t0.Add(4*time.Second))),
 		e(TokenAddType, tokenReq("openai", "tok_e", "value-e", 1, t0.Add(5*time.Second))),
 		e(TokenAddType, tokenReq("github", "tok_a", "value-x", 0, t0.Add(6*time.Second))), // duplicate id: rejected
-		e(TokenReportType, TokenReportRequest{Reports: []tokens.Report{
-			report("github", "tok_a", tokens.OutcomeUnauthorized, t0.Add(time.Minute), time.Time{}),
-			report("openai", "tok_d", tokens.OutcomeRateLimited, t0.Add(time.Minute), t0.Add(time.Hour)),
-			report("github", "tok_gone", tokens.OutcomeForbidden, t0.Add(time.Minute), time.Time{}),
-		}}),
+		e(TokenHealthType, changes(
+			change("github", "tok_a", failed("unauthorized", t0.Add(time.Minute))),
+			change("openai", "tok_d", cooldown(t0.Add(time.Minute), t0.Add(time.Hour))),
+			change("github", "tok_gone", failed("forbidden", t0.Add(time.Minute))),
+		)),
 		e(TokenRemoveType, TokenRemoveRequest{Pool: "github", ID: "tok_c", At: t0.Add(2 * time.Minute)}),
 		e(PoolUpsertType, poolReq("github", t0.Add(time.Hour), labels, func(p *tokens.Pool) { p.MinHealthy = 1 })),
 		e(PoolUpsertType, poolReq("scratch", t0.Add(time.Hour))),
@@ -287,4 +370,42 @@ func everyCommand(t testing.TB) [][]byte {
 		e(PoolDeleteType, PoolDeleteRequest{Name: "temp", Force: true, At: t0.Add(4 * time.Hour)}),
 		e(IgnoreUnknownTypeFlag|42, map[string]string{"future": "command"}),
 	}
+}
+
+// everyCommand returns a sequence of entries that uses every command type,
+// accepted and rejected, and every health transition, starting from empty
+// state: version1Commands, then the commands version 2 added.
+func everyCommand(t testing.TB) [][]byte {
+	e := func(typ MessageType, req any) []byte { return encode(t, typ, req) }
+	at := func(d time.Duration) time.Time { return t0.Add(5*time.Hour + d) }
+	return append(version1Commands(t),
+		e(PoolUpsertType, poolReq("openai", at(0), func(p *tokens.Pool) {
+			p.Selection = tokens.SelectLeastUsed
+			p.Health = tokens.HealthPolicy{Window: 10, DegradedFailures: 4, DegradedRatio: 0.25, OutcomeTTL: tokens.Duration(time.Minute),
+				DefaultCooldown: tokens.Duration(90 * time.Second), ReportQuorum: 2, ReportWindow: tokens.Duration(10 * time.Minute)}
+		})),
+		e(PoolUpsertType, poolReq("openai", at(0), func(p *tokens.Pool) { p.Health.Window = tokens.MaxWindow + 1 })), // rejected
+		e(TokenHealthType, changes(
+			change("github", "tok_b", by("node-2", degraded("errors", at(time.Minute)))),
+			change("openai", "tok_e", by("node-3", cooldown(at(time.Minute), at(time.Hour)))),
+			change("openai", "tok_d", degraded("timeouts", at(time.Minute))), // its cooldown ended: it was healthy
+			change("github", "tok_a", degraded("errors", at(time.Minute))),   // failed stays failed
+		)),
+		e(TokenHealthType, changes(
+			change("openai", "tok_e", by("node-2", cooldown(at(2*time.Minute), at(2*time.Hour)))), // extends it
+			change("github", "tok_b", healthy("recovered", at(2*time.Minute))),
+			change("github", "tok_gone", healthy("recovered", at(2*time.Minute))),
+		)),
+		e(TokenHealthType, changes(change("github", "tok_b", tokens.Health{State: "melted", Since: at(3 * time.Minute)}))), // rejected
+		e(TokenResetType, TokenResetRequest{Pool: "github", ID: "tok_a", By: "alice", At: at(4 * time.Minute)}),
+		e(TokenResetType, TokenResetRequest{Pool: "github", ID: "tok_nope", By: "alice", At: at(4 * time.Minute)}), // rejected
+		e(TokenResetType, TokenResetRequest{Pool: "openai", ID: "tok_d", By: "bob", At: at(5 * time.Minute)}),
+		e(TokenHealthType, changes(change("github", "tok_b", failed("forbidden", at(6*time.Minute))))),
+		e(TokenHealthType, changes(change("github", "tok_b", healthy("recovered", at(7*time.Minute))))), // changes nothing
+		e(TokenAddType, tokenReq("github", "tok_f", "value-f", 2, at(8*time.Minute))),
+		e(PoolUpsertType, poolReq("spare", at(9*time.Minute))),
+		e(TokenAddType, tokenReq("spare", "tok_s", "value-s", 0, at(9*time.Minute))),
+		e(TokenAddType, tokenReq("spare", "tok_u", "value-u", 0, at(9*time.Minute))),
+		e(PoolDeleteType, PoolDeleteRequest{Name: "spare", Force: true, At: at(10 * time.Minute)}),
+	)
 }

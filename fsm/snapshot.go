@@ -13,22 +13,28 @@ import (
 
 // Snapshot format: one JSON header line, then one JSON record per line, then
 // an end record that proves the stream was not cut short. The version only
-// ever goes up; Restore refuses a version it does not know rather than
-// guessing and losing state.
+// ever goes up; Restore reads every older version and refuses a newer one
+// rather than guessing and losing state.
+//
+//	version 1: pool and token records
+//	version 2: adds event records and the header's events_dropped
 const (
 	snapshotFormat  = "tokend-state"
-	snapshotVersion = 1
+	snapshotVersion = 2
 )
 
 type snapshotHeader struct {
 	Format       string `json:"format"`
 	Version      int    `json:"version"`
 	AppliedIndex uint64 `json:"applied_index"`
+	// EventsDropped is the index of the newest event no longer kept.
+	EventsDropped uint64 `json:"events_dropped,omitempty"`
 }
 
 const (
 	recordPool  = "pool"
 	recordToken = "token"
+	recordEvent = "event"
 	recordEnd   = "end"
 )
 
@@ -36,26 +42,31 @@ type snapshotRecord struct {
 	Type  string        `json:"type"`
 	Pool  *tokens.Pool  `json:"pool,omitempty"`
 	Token *tokens.Token `json:"token,omitempty"`
+	Event *tokens.Event `json:"event,omitempty"`
 	// Count, on the end record, is the number of records before it.
 	Count int `json:"count,omitempty"`
 }
 
-// Snapshot captures the current state. It is a pointer copy: the work is
-// done by WriteTo, which may run while Apply goes on.
+// Snapshot captures the current state: a pointer copy and a copy of the
+// event log (at most tokens.MaxEvents). The I/O is done by WriteTo, which
+// may run while Apply goes on.
 func (f *FSM) Snapshot() (io.WriterTo, error) {
-	return &snapshot{state: f.state.Load(), applied: f.applied.Load()}, nil
+	events, dropped := f.events.snapshot()
+	return &snapshot{state: f.state.Load(), applied: f.applied.Load(), events: events, dropped: dropped}, nil
 }
 
 type snapshot struct {
 	state   *State
 	applied uint64
+	events  []tokens.Event
+	dropped uint64
 }
 
 func (s *snapshot) WriteTo(w io.Writer) (int64, error) {
 	bw := bufio.NewWriter(w)
 	cw := &countingWriter{w: bw}
 	enc := json.NewEncoder(cw)
-	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Version: snapshotVersion, AppliedIndex: s.applied}); err != nil {
+	if err := enc.Encode(snapshotHeader{Format: snapshotFormat, Version: snapshotVersion, AppliedIndex: s.applied, EventsDropped: s.dropped}); err != nil {
 		return cw.n, err
 	}
 	count := 0
@@ -70,6 +81,12 @@ func (s *snapshot) WriteTo(w io.Writer) (int64, error) {
 			}
 			count++
 		}
+	}
+	for i := range s.events {
+		if err := enc.Encode(snapshotRecord{Type: recordEvent, Event: &s.events[i]}); err != nil {
+			return cw.n, err
+		}
+		count++
 	}
 	if err := enc.Encode(snapshotRecord{Type: recordEnd, Count: count}); err != nil {
 		return cw.n, err
@@ -108,6 +125,7 @@ func (f *FSM) Restore(r io.Reader) error {
 	// tokens, or break the unique ids that keep the token order total.
 	type tokenKey struct{ pool, id string }
 	seen := map[tokenKey]bool{}
+	var events []tokens.Event
 	for count := 0; ; count++ {
 		var rec snapshotRecord
 		if err := dec.Decode(&rec); err != nil {
@@ -139,6 +157,14 @@ func (f *FSM) Restore(r io.Reader) error {
 			}
 			seen[key] = true
 			ps.Tokens = append(ps.Tokens, rec.Token)
+		case recordEvent:
+			if h.Version < 2 || rec.Event == nil {
+				return fmt.Errorf("snapshot record %d: event record not valid in version %d", count, h.Version)
+			}
+			if n := len(events); n > 0 && rec.Event.Index < events[n-1].Index {
+				return fmt.Errorf("snapshot record %d: events out of order", count)
+			}
+			events = append(events, *rec.Event)
 		case recordEnd:
 			if rec.Count != count {
 				return fmt.Errorf("snapshot end record counts %d records, read %d", rec.Count, count)
@@ -146,8 +172,12 @@ func (f *FSM) Restore(r io.Reader) error {
 			for _, ps := range next.pools {
 				slices.SortFunc(ps.Tokens, compareTokens)
 			}
+			if len(events) > tokens.MaxEvents {
+				return fmt.Errorf("snapshot holds %d events, more than the %d kept", len(events), tokens.MaxEvents)
+			}
 			f.state.Store(next)
 			f.applied.Store(h.AppliedIndex)
+			f.events.reset(events, h.EventsDropped)
 			return nil
 		default:
 			return fmt.Errorf("snapshot record %d has unknown type %q", count, rec.Type)

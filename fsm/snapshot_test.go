@@ -3,10 +3,11 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -39,7 +40,9 @@ func fullState() *State {
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	p1 := &tokens.Pool{
 		Name: "github", Selection: tokens.SelectRoundRobin, MinHealthy: 3, Provider: tokens.Provider{Type: tokens.ProviderStatic},
-		Labels:    map[string]string{"team": "payments", "note": "ünïcödé, spaces and \"quotes\""},
+		Labels: map[string]string{"team": "payments", "note": "ünïcödé, spaces and \"quotes\""},
+		Health: tokens.HealthPolicy{Window: 30, DegradedFailures: 7, DegradedRatio: 0.3, OutcomeTTL: tokens.Duration(90 * time.Second),
+			DefaultCooldown: tokens.Duration(2 * time.Minute), ReportQuorum: 3, ReportWindow: tokens.Duration(time.Hour)},
 		CreatedAt: at(0), UpdatedAt: at(time.Hour), CreateIndex: 1, ModifyIndex: 40,
 	}
 	p2 := &tokens.Pool{Name: "empty", Selection: tokens.SelectPriority, Provider: tokens.Provider{Type: tokens.ProviderStatic}, CreatedAt: at(time.Minute), UpdatedAt: at(time.Minute), CreateIndex: 2, ModifyIndex: 2}
@@ -62,6 +65,31 @@ func fullState() *State {
 	return &State{pools: map[string]*PoolState{"github": {Pool: p1, Tokens: toks}, "empty": {Pool: p2}}}
 }
 
+// fullEvents is an event log in which every field of an event is set
+// somewhere, several events share an index, and older events were dropped.
+func fullEvents() eventView {
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	return eventView{Dropped: 1200, Events: []tokens.Event{
+		{Index: 1200, At: at(0), Type: tokens.EventPoolApplied, Pool: "github"},
+		{Index: 1201, At: at(time.Second), Type: tokens.EventTokenAdded, Pool: "github", Token: "tok_a", To: tokens.Healthy},
+		{Index: 1202, At: at(time.Minute), Type: tokens.EventTokenHealth, Pool: "github", Token: "tok_b", From: tokens.Healthy, To: tokens.Failed, Reason: "unauthorized", Reporter: "node-2"},
+		{Index: 1202, At: at(time.Minute), Type: tokens.EventTokenHealth, Pool: "github", Token: "tok_c", From: tokens.Degraded, To: tokens.Cooldown, Reason: "rate_limited", Reporter: "node-3"},
+		{Index: 1203, At: at(time.Hour), Type: tokens.EventTokenReset, Pool: "github", Token: "tok_b", From: tokens.Failed, To: tokens.Healthy, Reason: "reset by operator", Reporter: "alice ünïcödé"},
+		{Index: 1204, At: at(2 * time.Hour).In(time.FixedZone("", 5*3600+1800)), Type: tokens.EventTokenRemoved, Pool: "github", Token: "tok_z"},
+		{Index: 1205, At: at(3 * time.Hour), Type: tokens.EventPoolDeleted, Pool: "old", Reason: "forced, with 3 tokens"},
+	}}
+}
+
+// manyUpserts applies n pool upserts, one event each, at indices 1..n.
+func manyUpserts(t testing.TB, n int) *harness {
+	t.Helper()
+	h := newHarness(t)
+	for i := range n {
+		h.mustApply(PoolUpsertType, poolReq(fmt.Sprintf("p%d", i%7), t0.Add(time.Duration(i)*time.Second)))
+	}
+	return h
+}
+
 func TestSnapshotRoundTrip(t *testing.T) {
 	tests := map[string]func(t *testing.T) *FSM{
 		"empty": func(*testing.T) *FSM { return New(nil) },
@@ -72,8 +100,15 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			f := New(nil)
 			f.state.Store(fullState())
 			f.applied.Store(1234)
+			ev := fullEvents()
+			f.events.reset(ev.Events, ev.Dropped)
 			return f
 		},
+		// The log is trimmed in bulk: past 2*MaxEvents it holds MaxEvents
+		// events, in between up to twice that, of which it shows MaxEvents.
+		"events dropped, trimmed":     func(t *testing.T) *FSM { return manyUpserts(t, 2*tokens.MaxEvents+5).f },
+		"events dropped, not trimmed": func(t *testing.T) *FSM { return manyUpserts(t, tokens.MaxEvents+3).f },
+		"events at the limit":         func(t *testing.T) *FSM { return manyUpserts(t, tokens.MaxEvents).f },
 	}
 	for name, build := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -85,6 +120,22 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			}
 			if got, want := freeze(g.State()), freeze(f.State()); !reflect.DeepEqual(got, want) {
 				t.Errorf("restored state differs:\n got %+v\nwant %+v", got, want)
+			}
+			if got, want := eventsOf(g), eventsOf(f); !reflect.DeepEqual(got, want) {
+				t.Errorf("restored events differ:\n got %+v\nwant %+v", got, want)
+			}
+			if len(eventsOf(f).Events) > tokens.MaxEvents {
+				t.Errorf("the log shows %d events, more than MaxEvents", len(eventsOf(f).Events))
+			}
+			// Readers see the same log, including what was dropped.
+			for _, since := range []uint64{0, 1, eventsOf(f).Dropped - 1, eventsOf(f).Dropped, eventsOf(f).Dropped + 1, f.AppliedIndex()} {
+				for _, limit := range []int{1, 5, tokens.MaxEvents} {
+					ge, gt := g.Events(since, limit)
+					fe, ft := f.Events(since, limit)
+					if !reflect.DeepEqual(ge, fe) || gt != ft {
+						t.Errorf("Events(%d, %d) after restore = %d events, %v; before %d events, %v", since, limit, len(ge), gt, len(fe), ft)
+					}
+				}
 			}
 			checkInvariants(t, g.State())
 			if again := snapshotBytes(t, g); !bytes.Equal(again, snap) {
@@ -100,13 +151,14 @@ func TestSnapshotIsPointInTime(t *testing.T) {
 	h := newHarness(t)
 	h.mustApply(PoolUpsertType, poolReq("p", t0))
 	h.mustApply(TokenAddType, tokenReq("p", "tok_a", "value-a", 0, t0))
-	want := freeze(h.f.State())
+	want, wantEvents := freeze(h.f.State()), eventsOf(h.f)
 	snap, err := h.f.Snapshot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.mustApply(TokenReportType, TokenReportRequest{Reports: []tokens.Report{report("p", "tok_a", tokens.OutcomeForbidden, t0, time.Time{})}})
+	h.mustApply(TokenHealthType, changes(change("p", "tok_a", failed("forbidden", t0))))
 	h.mustApply(PoolUpsertType, poolReq("q", t0))
+	h.mustApply(TokenResetType, TokenResetRequest{Pool: "p", ID: "tok_a", By: "alice", At: t0})
 	var buf bytes.Buffer
 	if _, err := snap.WriteTo(&buf); err != nil {
 		t.Fatal(err)
@@ -114,6 +166,9 @@ func TestSnapshotIsPointInTime(t *testing.T) {
 	g := restoreInto(t, buf.Bytes())
 	if got := freeze(g.State()); !reflect.DeepEqual(got, want) {
 		t.Fatalf("snapshot holds %+v, want the state at Snapshot time %+v", got, want)
+	}
+	if got := eventsOf(g); !reflect.DeepEqual(got, wantEvents) {
+		t.Fatalf("snapshot holds events %+v, want those at Snapshot time %+v", got, wantEvents)
 	}
 	if g.AppliedIndex() != 2 {
 		t.Fatalf("snapshot AppliedIndex = %d, want 2", g.AppliedIndex())
@@ -148,8 +203,18 @@ func TestRestoreReplacesState(t *testing.T) {
 	h.mustApply(PoolUpsertType, poolReq("new", t0.Add(time.Hour)))
 	held := h.f.State()
 	frozen := freeze(held)
+	heldEvents, _ := h.f.Events(0, tokens.MaxEvents)
+	frozenEvents := slices.Clone(heldEvents)
 	if err := h.f.Restore(bytes.NewReader(snap)); err != nil {
 		t.Fatal(err)
+	}
+	// The event log is the snapshot's too, not the old one with it.
+	wantEvents := []tokens.Event{{Index: 1, At: t0, Type: tokens.EventPoolApplied, Pool: "new"}}
+	if got := eventsOf(h.f); !reflect.DeepEqual(got, eventView{Events: wantEvents}) {
+		t.Errorf("events after restore = %+v, want %+v", got, wantEvents)
+	}
+	if !reflect.DeepEqual(heldEvents, frozenEvents) {
+		t.Error("Restore modified events a reader held")
 	}
 	if _, ok := h.f.State().Pool("old"); ok {
 		t.Error("pool from before the restore survived it")
@@ -186,15 +251,47 @@ func TestRestoreSortsTokens(t *testing.T) {
 	}
 }
 
+// priorState is what an agent holds before the Restore that
+// TestRestoreRejects feeds it: state, and an event log that has dropped
+// events and holds more since its last restore.
+func priorState(t *testing.T) *harness {
+	t.Helper()
+	h := newHarness(t)
+	prior := strings.Join([]string{
+		`{"format":"tokend-state","version":2,"applied_index":40,"events_dropped":37}`,
+		`{"type":"pool","pool":{"name":"older","selection":"priority","provider":{"type":"static"}}}`,
+		`{"type":"event","event":{"index":37,"at":"2030-01-02T03:04:05Z","type":"pool_applied","pool":"gone"}}`,
+		`{"type":"event","event":{"index":40,"at":"2030-01-02T03:04:05Z","type":"pool_applied","pool":"older"}}`,
+		`{"type":"end","count":3}`,
+	}, "\n")
+	if err := h.f.Restore(strings.NewReader(prior)); err != nil {
+		t.Fatal(err)
+	}
+	h.index = h.f.AppliedIndex()
+	h.mustApply(PoolUpsertType, poolReq("old", t0))
+	h.mustApply(TokenAddType, tokenReq("old", "tok_x", "value-x", 0, t0))
+	if ev := eventsOf(h.f); len(ev.Events) != 4 || ev.Dropped != 37 {
+		t.Fatalf("prior event log = %+v", ev)
+	}
+	return h
+}
+
 func TestRestoreRejects(t *testing.T) {
-	good := snapshotBytes(t, applyAll(t, everyCommand(t)).f)
+	good := snapshotBytes(t, applyAll(t, version1Commands(t)).f)
 	lines := strings.Split(strings.TrimSuffix(string(good), "\n"), "\n")
-	// lines: header, pool github, tok_a, tok_b, pool openai, tok_d, tok_e, end.
-	if len(lines) != 8 || !strings.Contains(lines[1], `"github"`) || !strings.Contains(lines[4], `"openai"`) {
+	// lines: header, pool github, tok_a, tok_b, pool openai, tok_d, tok_e,
+	// 16 events, end.
+	if len(lines) != 24 || !strings.Contains(lines[1], `"github"`) || !strings.Contains(lines[4], `"openai"`) ||
+		!strings.Contains(lines[7], `"type":"event"`) || !strings.Contains(lines[22], `"type":"event"`) || lines[23] != `{"type":"end","count":22}` {
 		t.Fatalf("unexpected snapshot layout:\n%s", good)
 	}
-	header, end := lines[0], lines[7]
+	header, end := lines[0], lines[23]
 	body := lines[1:7]
+	events := lines[7:23]
+	// The two health events share an index; these two do not.
+	if !strings.Contains(events[1], `"index":2,`) || !strings.Contains(events[2], `"index":3,`) {
+		t.Fatalf("unexpected events:\n%s", strings.Join(events, "\n"))
+	}
 	join := func(ls ...[]string) string {
 		var all []string
 		for _, l := range ls {
@@ -203,40 +300,64 @@ func TestRestoreRejects(t *testing.T) {
 		return strings.Join(all, "\n") + "\n"
 	}
 	one := func(s ...string) []string { return s }
-	endCount := func(n int) []string { return one(strings.Replace(end, `"count":6`, `"count":`+strconv.Itoa(n), 1)) }
+	endCount := func(n int) []string { return one(fmt.Sprintf(`{"type":"end","count":%d}`, n)) }
+	version := func(v string) []string { return one(strings.Replace(header, `"version":2`, `"version":`+v, 1)) }
+	n := len(body) + len(events) // records before the end record
+	many := func(k int) []string {
+		out := make([]string, k)
+		for i := range out {
+			out[i] = events[len(events)-1]
+		}
+		return out
+	}
+	swapped := slices.Clone(events)
+	swapped[1], swapped[2] = swapped[2], swapped[1]
 	tests := []struct {
 		name, input, errHas string
 	}{
 		{"empty input", "", "header"},
 		{"not JSON", "hello world\n", "header"},
-		{"wrong format", join(one(strings.Replace(header, "tokend-state", "consul-state", 1)), body, one(end)), "not a tokend snapshot"},
-		{"no format", join(one(`{"version":1,"applied_index":18}`), body, one(end)), "not a tokend snapshot"},
-		{"header not an object", join(one(`[1,2,3]`), body, one(end)), "header"},
-		{"newer version", join(one(strings.Replace(header, `"version":1`, `"version":2`, 1)), body, one(end)), "version 2"},
-		{"version zero", join(one(strings.Replace(header, `"version":1`, `"version":0`, 1)), body, one(end)), "version 0"},
+		{"wrong format", join(one(strings.Replace(header, "tokend-state", "consul-state", 1)), body, events, one(end)), "not a tokend snapshot"},
+		{"no format", join(one(`{"version":2,"applied_index":18}`), body, events, one(end)), "not a tokend snapshot"},
+		{"header not an object", join(one(`[1,2,3]`), body, events, one(end)), "header"},
+		{"newer version", join(version("3"), body, events, one(end)), "version 3"},
+		{"version zero", join(version("0"), body, events, one(end)), "version 0"},
+		{"negative version", join(version("-1"), body, events, one(end)), "version -1"},
 		{"header only", join(one(header)), "truncated"},
-		{"no end record", join(one(header), body), "truncated"},
+		{"no end record", join(one(header), body, events), "truncated"},
 		{"cut inside a record", string(good[:len(good)/2]), "record"},
-		{"count too low", join(one(header), body, endCount(5)), "counts 5"},
-		{"count too high", join(one(header), body, endCount(7)), "counts 7"},
-		{"count missing", join(one(header), body, one(`{"type":"end"}`)), "counts 0"},
-		{"token before its pool", join(one(header), one(body[1], body[0]), body[2:], one(end)), "has not defined"},
-		{"token of a missing pool", join(one(header), body[:3], body[4:], endCount(5)), "has not defined"},
-		{"unknown record type", join(one(header), body[:3], one(`{"type":"mystery"}`), body[3:], endCount(7)), "unknown type"},
-		{"record without type", join(one(header), body[:3], one(`{}`), body[3:], endCount(7)), "unknown type"},
-		{"record not an object", join(one(header), body[:3], one(`"pool"`), body[3:], endCount(7)), "record 3"},
-		{"pool record without pool", join(one(header), body, one(`{"type":"pool"}`), endCount(7)), "without a valid pool"},
-		{"pool record with invalid name", join(one(header), body, one(`{"type":"pool","pool":{"name":"Bad Name"}}`), endCount(7)), "without a valid pool"},
-		{"token record without token", join(one(header), body, one(`{"type":"token"}`), endCount(7)), "without a token"},
-		{"pool twice", join(one(header), body[:3], one(body[0]), body[3:], endCount(7)), "appears twice"},
-		{"token twice", join(one(header), body[:3], one(body[1]), body[3:], endCount(7)), "appears twice"},
+		{"cut inside an event", join(one(header), body, events[:3], one(events[3][:40])), "record"},
+		{"count too low", join(one(header), body, events, endCount(n-1)), fmt.Sprintf("counts %d", n-1)},
+		{"count too high", join(one(header), body, events, endCount(n+1)), fmt.Sprintf("counts %d", n+1)},
+		{"count missing", join(one(header), body, events, one(`{"type":"end"}`)), "counts 0"},
+		{"count without events", join(one(header), body, endCount(n)), fmt.Sprintf("counts %d", n)},
+		{"token before its pool", join(one(header), one(body[1], body[0]), body[2:], events, one(end)), "has not defined"},
+		{"token of a missing pool", join(one(header), body[:3], body[4:], events, endCount(n-1)), "has not defined"},
+		{"unknown record type", join(one(header), body[:3], one(`{"type":"mystery"}`), body[3:], events, endCount(n+1)), "unknown type"},
+		{"record without type", join(one(header), body[:3], one(`{}`), body[3:], events, endCount(n+1)), "unknown type"},
+		{"record not an object", join(one(header), body[:3], one(`"pool"`), body[3:], events, endCount(n+1)), "record 3"},
+		{"pool record without pool", join(one(header), body, one(`{"type":"pool"}`), events, endCount(n+1)), "without a valid pool"},
+		{"pool record with invalid name", join(one(header), body, one(`{"type":"pool","pool":{"name":"Bad Name"}}`), events, endCount(n+1)), "without a valid pool"},
+		{"token record without token", join(one(header), body, one(`{"type":"token"}`), events, endCount(n+1)), "without a token"},
+		{"pool twice", join(one(header), body[:3], one(body[0]), body[3:], events, endCount(n+1)), "appears twice"},
+		{"token twice", join(one(header), body[:3], one(body[1]), body[3:], events, endCount(n+1)), "appears twice"},
+		{"events in a version 1 stream", join(version("1"), body, events, one(end)), "not valid in version 1"},
+		{"one event in a version 1 stream", join(version("1"), body, events[:1], endCount(len(body)+1)), "not valid in version 1"},
+		{"event record without event", join(one(header), body, events, one(`{"type":"event"}`), endCount(n+1)), "event record"},
+		{"event record with null event", join(one(header), body, events, one(`{"type":"event","event":null}`), endCount(n+1)), "event record"},
+		{"event not an object", join(one(header), body, events, one(`{"type":"event","event":[1]}`), endCount(n+1)), fmt.Sprintf("record %d", n)},
+		{"event with a bad time", join(one(header), body, events, one(`{"type":"event","event":{"index":99,"at":"yesterday"}}`), endCount(n+1)), fmt.Sprintf("record %d", n)},
+		{"events out of order", join(one(header), body, swapped, one(end)), "out of order"},
+		{"event older than the first", join(one(header), body, events, one(events[0]), endCount(n+1)), "out of order"},
+		{"more than MaxEvents events", join(one(header), body, many(tokens.MaxEvents+1), endCount(len(body)+tokens.MaxEvents+1)), "more than"},
+		{"many more than MaxEvents events", join(one(header), body, events, many(2*tokens.MaxEvents), endCount(n+2*tokens.MaxEvents)), "more than"},
+		{"MaxEvents events, then a broken record", join(one(header), body, many(tokens.MaxEvents), one(`{"type":"token"}`), endCount(len(body)+tokens.MaxEvents+1)), "without a token"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := newHarness(t)
-			h.mustApply(PoolUpsertType, poolReq("old", t0))
-			h.mustApply(TokenAddType, tokenReq("old", "tok_x", "value-x", 0, t0))
+			h := priorState(t)
 			before, frozen, index := h.f.State(), freeze(h.f.State()), h.f.AppliedIndex()
+			beforeEvents := eventsOf(h.f)
 			err := h.f.Restore(strings.NewReader(tt.input))
 			if err == nil {
 				t.Fatalf("Restore accepted:\n%s", tt.input)
@@ -250,22 +371,132 @@ func TestRestoreRejects(t *testing.T) {
 			if h.f.AppliedIndex() != index {
 				t.Errorf("a rejected Restore changed AppliedIndex to %d", h.f.AppliedIndex())
 			}
+			if got := eventsOf(h.f); !reflect.DeepEqual(got, beforeEvents) {
+				t.Errorf("a rejected Restore changed the event log:\n got %+v\nwant %+v", got, beforeEvents)
+			}
+			if _, truncated := h.f.Events(36, 1); !truncated {
+				t.Error("a rejected Restore forgot which events were dropped")
+			}
+			// The FSM goes on applying and recording.
+			h.mustApply(PoolUpsertType, poolReq("after", t0))
+			if len(h.last) != 1 {
+				t.Errorf("after a rejected Restore, an upsert recorded %+v", h.last)
+			}
 		})
 	}
-	// The unmodified stream is accepted: the cases above fail for their
-	// own reason.
-	if err := New(nil).Restore(strings.NewReader(join(one(header), body, one(end)))); err != nil {
-		t.Fatalf("Restore of the unmodified snapshot: %v", err)
+	// The unmodified streams are accepted: the cases above fail for their
+	// own reason. That includes version 1 without events, events sharing
+	// an index, and exactly MaxEvents events.
+	for name, input := range map[string]string{
+		"unmodified":       join(one(header), body, events, one(end)),
+		"version 1":        join(version("1"), body, endCount(len(body))),
+		"no events":        join(one(header), body, endCount(len(body))),
+		"MaxEvents events": join(one(header), body, many(tokens.MaxEvents), endCount(len(body)+tokens.MaxEvents)),
+	} {
+		h := priorState(t)
+		if err := h.f.Restore(strings.NewReader(input)); err != nil {
+			t.Fatalf("Restore of the %s snapshot: %v", name, err)
+		}
+		want := eventView{}
+		switch name {
+		case "unmodified":
+			want = eventsOf(applyAll(t, version1Commands(t)).f)
+		case "MaxEvents events":
+			ev := eventsOf(applyAll(t, version1Commands(t)).f).Events
+			want.Events = slices.Repeat(ev[len(ev)-1:], tokens.MaxEvents)
+		}
+		if got := eventsOf(h.f); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s snapshot restored events %+v, want %+v", name, got, want)
+		}
 	}
 }
 
-// testdata/snapshot-v1.jsonl is a version 1 snapshot. Agents must restore
+// A version 2 stream carries the index of the newest dropped event, so that
+// readers of a restored log learn that they missed events.
+func TestRestoreEventsDropped(t *testing.T) {
+	stream := strings.Join([]string{
+		`{"format":"tokend-state","version":2,"applied_index":60,"events_dropped":50}`,
+		`{"type":"event","event":{"index":50,"at":"2030-01-02T03:04:05Z","type":"pool_applied","pool":"a"}}`,
+		`{"type":"event","event":{"index":52,"at":"2030-01-02T03:04:05Z","type":"pool_applied","pool":"b"}}`,
+		`{"type":"event","event":{"index":52,"at":"2030-01-02T03:04:05Z","type":"pool_deleted","pool":"c"}}`,
+		`{"type":"end","count":3}`,
+	}, "\n") + "\n"
+	f := restoreInto(t, []byte(stream))
+	tests := []struct {
+		since     uint64
+		want      []uint64
+		truncated bool
+	}{
+		{0, []uint64{50, 52, 52}, true},
+		{49, []uint64{50, 52, 52}, true},
+		{50, []uint64{52, 52}, false},
+		{52, nil, false},
+		{60, nil, false},
+	}
+	for _, tt := range tests {
+		events, truncated := f.Events(tt.since, 10)
+		var got []uint64
+		for _, ev := range events {
+			got = append(got, ev.Index)
+		}
+		if !slices.Equal(got, tt.want) || truncated != tt.truncated {
+			t.Errorf("Events(%d) = %v, %v; want %v, %v", tt.since, got, truncated, tt.want, tt.truncated)
+		}
+	}
+	if got := snapshotBytes(t, f); string(got) != stream {
+		t.Errorf("snapshot of the restored log:\n%s\nwant\n%s", got, stream)
+	}
+}
+
+// testdata/snapshot-v1.jsonl is a version 1 snapshot, written from
+// version1Commands when version 1 was current. Agents must restore
 // snapshots written by older versions, so it must keep restoring to the
-// same state for as long as version 1 is readable.
+// same state for as long as version 1 is readable. It can no longer be
+// written: do not regenerate it.
 func TestRestoreVersion1Golden(t *testing.T) {
-	path := filepath.Join("testdata", "snapshot-v1.jsonl")
+	golden, err := os.ReadFile(filepath.Join("testdata", "snapshot-v1.jsonl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(golden, []byte(`{"format":"tokend-state","version":1,`)) {
+		t.Fatalf("testdata/snapshot-v1.jsonl is no longer a version 1 snapshot:\n%s", golden)
+	}
+	want := applyAll(t, version1Commands(t)).f
+	// Restored over an agent that holds events: a version 1 snapshot has
+	// none, so the log is emptied, and nothing counts as dropped.
+	got := applyAll(t, everyCommand(t)).f
+	if err := got.Restore(bytes.NewReader(golden)); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(freeze(got.State()), freeze(want.State())) || got.AppliedIndex() != want.AppliedIndex() {
+		t.Fatalf("golden snapshot restores to %+v at %d, want %+v at %d", freeze(got.State()), got.AppliedIndex(), freeze(want.State()), want.AppliedIndex())
+	}
+	if ev := eventsOf(got); !reflect.DeepEqual(ev, eventView{}) {
+		t.Fatalf("version 1 snapshot restored events %+v", ev)
+	}
+	if events, truncated := got.Events(0, tokens.MaxEvents); len(events) != 0 || truncated {
+		t.Fatalf("after a version 1 restore Events(0) = %+v, %v", events, truncated)
+	}
+	if snapshotVersion == 2 {
+		// Version 2 changed the header and added event records: pools and
+		// tokens are written as version 1 wrote them.
+		wantBytes := bytes.Replace(golden, []byte(`"version":1`), []byte(`"version":2`), 1)
+		if now := snapshotBytes(t, got); !bytes.Equal(now, wantBytes) {
+			t.Fatalf("version 1 state now encodes as:\n%s\nwant\n%s", now, wantBytes)
+		}
+	}
+}
+
+// testdata/snapshot-v2.jsonl is a version 2 snapshot of everyCommand's
+// state and events. While version 2 is current, the snapshot of that
+// history must be this file byte for byte; afterwards, it must still
+// restore to the same state and events. TOKEND_UPDATE_GOLDEN=1 rewrites it,
+// only while version 2 is current: do that once, never to make a change
+// to the encoding pass.
+func TestSnapshotVersion2Golden(t *testing.T) {
+	path := filepath.Join("testdata", "snapshot-v2.jsonl")
 	want := applyAll(t, everyCommand(t)).f
-	if os.Getenv("TOKEND_UPDATE_GOLDEN") != "" {
+	if os.Getenv("TOKEND_UPDATE_GOLDEN") != "" && snapshotVersion == 2 {
 		if err := os.WriteFile(path, snapshotBytes(t, want), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -274,13 +505,22 @@ func TestRestoreVersion1Golden(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := restoreInto(t, golden)
+	if !bytes.HasPrefix(golden, []byte(`{"format":"tokend-state","version":2,`)) || !bytes.Contains(golden, []byte(`"type":"event"`)) {
+		t.Fatalf("%s is not a version 2 snapshot with events:\n%s", path, golden)
+	}
+	got := applyAll(t, version1Commands(t)).f
+	if err := got.Restore(bytes.NewReader(golden)); err != nil {
+		t.Fatal(err)
+	}
 	if !reflect.DeepEqual(freeze(got.State()), freeze(want.State())) || got.AppliedIndex() != want.AppliedIndex() {
 		t.Fatalf("golden snapshot restores to %+v at %d, want %+v at %d", freeze(got.State()), got.AppliedIndex(), freeze(want.State()), want.AppliedIndex())
 	}
-	if snapshotVersion == 1 {
+	if g, w := eventsOf(got), eventsOf(want); !reflect.DeepEqual(g, w) {
+		t.Fatalf("golden snapshot restores events\n%+v\nwant\n%+v", g, w)
+	}
+	if snapshotVersion == 2 {
 		if now := snapshotBytes(t, want); !bytes.Equal(now, golden) {
-			t.Fatalf("version 1 encoding changed; bump snapshotVersion (and keep reading 1) instead:\n%s\nwas\n%s", now, golden)
+			t.Fatalf("version 2 encoding changed; bump snapshotVersion (and keep reading 2) instead:\n%s\nwas\n%s", now, golden)
 		}
 	}
 }

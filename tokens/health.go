@@ -49,6 +49,8 @@ type Report struct {
 	Until    time.Time `json:"until,omitzero"`
 	Reporter string    `json:"reporter"`
 	At       time.Time `json:"at"`
+	// LatencyMS is how long the upstream call took, for ok reports.
+	LatencyMS int64 `json:"latency_ms,omitempty"`
 }
 
 // StateAt is the health state at time now: a cooldown whose deadline has
@@ -74,32 +76,77 @@ func (h Health) AsOf(now time.Time) Health {
 	return h
 }
 
-// Transition returns the health a token has after report r, and whether it
-// changed. It is pure: the FSM applies it to replicated state and agents apply
-// it to their local overlay, and both reach the same answer.
-//
-// A failed token stays failed until an operator or a probe says otherwise.
-// Overlapping cooldowns keep the latest deadline.
-func Transition(cur Health, r Report) (Health, bool) {
-	state := cur.StateAt(r.At)
+// Target is the health a report asks for by itself: failed for
+// unauthorized or forbidden, a cooldown for rate_limited. Other outcomes
+// only count toward degraded (Tracker) and report false.
+func Target(r Report) (Health, bool) {
 	switch r.Outcome {
 	case OutcomeUnauthorized, OutcomeForbidden:
-		if state == Failed {
-			return cur, false
-		}
 		return Health{State: Failed, Reason: string(r.Outcome), Since: r.At, Reporter: r.Reporter}, true
 	case OutcomeRateLimited:
+		return Health{State: Cooldown, Reason: string(r.Outcome), Since: r.At, Until: r.Until, Reporter: r.Reporter}, true
+	}
+	return Health{}, false
+}
+
+// Merge returns the health a token has when next is applied to cur, and
+// whether it changed. The FSM applies every committed health change through
+// it, so the rules hold whatever order changes arrive in:
+//   - failed stays failed until an operator resets it;
+//   - a cooldown never shortens: the latest deadline wins, and it ends by
+//     itself at that deadline;
+//   - degraded replaces only healthy, and healthy replaces only degraded;
+//   - a decision dated before the token's last reset does not apply.
+func Merge(cur, next Health) (Health, bool) {
+	if cur.State == Healthy && cur.Reason == ResetReason && next.Since.Before(cur.Since) {
+		// Decided before an operator's reset, committed after it: stale.
+		return cur, false
+	}
+	state := cur.StateAt(next.Since)
+	switch next.State {
+	case Failed:
 		if state == Failed {
 			return cur, false
 		}
-		if state == Cooldown && !cur.Until.Before(r.Until) {
+		return next, true
+	case Cooldown:
+		switch {
+		case state == Failed, !next.Until.After(next.Since):
+			return cur, false
+		case state == Cooldown && !cur.Until.Before(next.Until):
+			return cur, false
+		case state == Cooldown:
+			next.Since = cur.Since
+		}
+		return next, true
+	case Degraded:
+		if state != Healthy {
 			return cur, false
 		}
-		since := r.At
-		if state == Cooldown {
-			since = cur.Since
+		return next, true
+	case Healthy:
+		if state != Degraded {
+			return cur, false
 		}
-		return Health{State: Cooldown, Reason: string(r.Outcome), Since: since, Until: r.Until, Reporter: r.Reporter}, true
+		return next, true
 	}
 	return cur, false
+}
+
+// Transition returns the health a token has after report r, and whether it
+// changed: Merge of r's Target. Agents apply it to their local overlay, so a
+// report takes effect on the agent that received it before any commit.
+func Transition(cur Health, r Report) (Health, bool) {
+	if target, ok := Target(r); ok {
+		return Merge(cur, target)
+	}
+	return cur, false
+}
+
+// ResetReason is the reason of the health an operator's reset gives.
+const ResetReason = "reset by operator"
+
+// ResetHealth is the health an operator's reset gives a token.
+func ResetHealth(at time.Time, by string) Health {
+	return Health{State: Healthy, Reason: ResetReason, Since: at, Reporter: by}
 }

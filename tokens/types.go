@@ -76,6 +76,8 @@ type Pool struct {
 	MinHealthy int               `json:"min_healthy"`
 	Provider   Provider          `json:"provider"`
 	Labels     map[string]string `json:"labels,omitempty"`
+	// Health holds the pool's rules for reports; zero fields are defaults.
+	Health HealthPolicy `json:"health,omitzero"`
 
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`

@@ -96,6 +96,9 @@ func (p *Pool) Normalize() error {
 	default:
 		return invalidf("provider type %q is not supported: use %q", truncate(string(p.Provider.Type), 40), ProviderStatic)
 	}
+	if err := p.Health.Validate(); err != nil {
+		return err
+	}
 	return ValidateLabels(p.Labels)
 }
 

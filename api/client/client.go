@@ -31,7 +31,9 @@ const DefaultAddr = "http://127.0.0.1:8550"
 // maxResponseBytes bounds how much of an answer the client reads.
 const maxResponseBytes = 32 << 20
 
-// Client is a connection to one agent. It is safe for concurrent use.
+// Client is a connection to one agent. It is safe for concurrent use. It
+// sets no timeout of its own: the context of each call bounds it, so a
+// long poll (Events, a fetch with Wait) is held as long as it asks.
 type Client struct {
 	addr string // as the caller gave it, for messages
 	base string // scheme://host[/prefix] that API paths are appended to
@@ -159,6 +161,27 @@ type response struct {
 // do sends one request. body, when not nil, is sent as JSON; a 2xx JSON
 // answer is decoded into out when out is not nil.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) (*response, error) {
+	return c.send(ctx, request{method: method, path: path, query: query, body: body, out: out})
+}
+
+// request is one call to the agent.
+type request struct {
+	method, path string
+	query        url.Values
+	// accept is the media type asked for; JSON when empty.
+	accept string
+	// wait is how long the agent may hold the request before it answers.
+	wait      time.Duration
+	body, out any
+}
+
+// send is do with every option.
+func (c *Client) send(ctx context.Context, r request) (*response, error) {
+	method, path, query, body, out := r.method, r.path, r.query, r.body, r.out
+	accept := r.accept
+	if accept == "" {
+		accept = "application/json"
+	}
 	target := c.base + path
 	if len(query) > 0 {
 		target += "?" + query.Encode()
@@ -175,11 +198,11 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
-	req.Header.Set("Accept", "application/json")
+	req.Header.Set("Accept", accept)
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.hc.Do(req)
+	resp, err := c.httpClient(r.wait).Do(req)
 	if err != nil {
 		// url.Error names the URL, whose host is made up for unix
 		// sockets; name the address the caller knows instead.
@@ -206,6 +229,22 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 		}
 	}
 	return &response{header: resp.Header, body: data}, nil
+}
+
+// longPollMargin is how long past its wait a held request may take: the
+// agent's own work and the network.
+const longPollMargin = 30 * time.Second
+
+// httpClient returns the HTTP client for a request the agent may hold for
+// wait. The client's own requests have no timeout (the context bounds
+// them), but should one be set, a long poll must not be cut short by it.
+func (c *Client) httpClient(wait time.Duration) *http.Client {
+	if wait <= 0 || c.hc.Timeout == 0 || c.hc.Timeout >= wait+longPollMargin {
+		return c.hc
+	}
+	hc := *c.hc
+	hc.Timeout = wait + longPollMargin
+	return &hc
 }
 
 func decodeError(resp *http.Response, data []byte) *Error {

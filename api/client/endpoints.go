@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
+	"time"
 
 	"github.com/tokend/tokend/api"
 )
@@ -104,6 +106,10 @@ func (c *Client) RemoveToken(ctx context.Context, pool, id string) (api.WriteRes
 type FetchOptions struct {
 	// Exclude lists token ids not to serve, such as one that just failed.
 	Exclude []string
+	// Wait, when every usable token is cooling down, lets the agent hold
+	// the fetch until the first comes back, if that is within Wait (at most
+	// api.MaxFetchWait). Zero answers all_cooling_down at once.
+	Wait time.Duration
 }
 
 func (o FetchOptions) query(format string) url.Values {
@@ -113,6 +119,9 @@ func (o FetchOptions) query(format string) url.Values {
 	}
 	for _, id := range o.Exclude {
 		q.Add("exclude", id)
+	}
+	if o.Wait != 0 {
+		q.Set("wait", o.Wait.String())
 	}
 	return q
 }
@@ -125,7 +134,7 @@ func (c *Client) FetchToken(ctx context.Context, pool string, opts FetchOptions)
 	if err != nil {
 		return out, Meta{}, err
 	}
-	resp, err := c.do(ctx, http.MethodGet, path+"/token", opts.query(""), nil, &out)
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: path + "/token", query: opts.query(""), wait: opts.Wait, out: &out})
 	if err != nil {
 		return out, Meta{}, err
 	}
@@ -146,7 +155,7 @@ func (c *Client) FetchRaw(ctx context.Context, pool string, opts FetchOptions) (
 	if err != nil {
 		return RawToken{}, Meta{}, err
 	}
-	resp, err := c.do(ctx, http.MethodGet, path+"/token", opts.query("raw"), nil, nil)
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: path + "/token", query: opts.query("raw"), wait: opts.Wait})
 	if err != nil {
 		return RawToken{}, Meta{}, err
 	}
@@ -167,6 +176,69 @@ func (c *Client) Report(ctx context.Context, pool, id string, req api.ReportRequ
 	}
 	_, err = c.do(ctx, http.MethodPost, path+"/report", nil, req, &out)
 	return out, err
+}
+
+// ResetToken brings a token back to healthy on an operator's word, whatever
+// its health was, and returns its metadata after the reset.
+func (c *Client) ResetToken(ctx context.Context, pool, id string) (api.TokenInfo, error) {
+	var out api.TokenInfo
+	path, err := tokenPath(pool, id)
+	if err != nil {
+		return out, err
+	}
+	_, err = c.do(ctx, http.MethodPost, path+"/reset", nil, nil, &out)
+	return out, err
+}
+
+// EventsOptions select what Events returns.
+type EventsOptions struct {
+	// Since asks for events after this Raft index; see Events for what to
+	// pass to get what came next.
+	Since uint64
+	// Wait, when there is no such event yet, lets the agent hold the
+	// request until one happens or Wait passes (at most api.MaxEventsWait).
+	// The context must allow for it.
+	Wait time.Duration
+	// Limit bounds how many events come back; zero takes the agent's
+	// default (100), and the most is api.MaxEventsLimit.
+	Limit int
+}
+
+// Events returns the oldest events after opts.Since that the agent still
+// keeps, waiting up to opts.Wait for one when there are none. An answer
+// whose Events is empty means Wait passed with nothing new; Truncated says
+// events after Since were dropped before they could be read.
+//
+// To get what comes next, pass as Since the larger of the answer's Index
+// and its last event's index (the agent reads its index first, so it may
+// lag the events). A full batch (Limit events) is different: more events
+// may follow it, and its Index may be past them. Ask again with Since one
+// below the last event's index and drop the events at that index already
+// seen, since one Raft entry may cause events on both sides of the cut.
+func (c *Client) Events(ctx context.Context, opts EventsOptions) (api.Events, error) {
+	var out api.Events
+	q := url.Values{}
+	if opts.Since != 0 {
+		q.Set("since", strconv.FormatUint(opts.Since, 10))
+	}
+	if opts.Wait != 0 {
+		q.Set("wait", opts.Wait.String())
+	}
+	if opts.Limit != 0 {
+		q.Set("limit", strconv.Itoa(opts.Limit))
+	}
+	_, err := c.send(ctx, request{method: http.MethodGet, path: "/v1/events", query: q, wait: opts.Wait, out: &out})
+	return out, err
+}
+
+// Metrics returns the agent's Prometheus metrics in the text exposition
+// format.
+func (c *Client) Metrics(ctx context.Context) (string, error) {
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: "/v1/metrics", accept: "text/plain"})
+	if err != nil {
+		return "", err
+	}
+	return string(resp.body), nil
 }
 
 // Health returns the agent's own health.

@@ -27,7 +27,7 @@ type clientOpts struct {
 func addClientCommands(root *cobra.Command) {
 	o := &clientOpts{}
 	// The flags belong to the client commands only, not to `tokend agent`.
-	for _, cmd := range []*cobra.Command{newPoolCmd(o), newTokenCmd(o), newMembersCmd(o), newStatusCmd(o)} {
+	for _, cmd := range []*cobra.Command{newPoolCmd(o), newTokenCmd(o), newEventsCmd(o), newMembersCmd(o), newStatusCmd(o)} {
 		pf := cmd.PersistentFlags()
 		pf.StringVar(&o.addr, "addr", "", "agent address: unix:///path, http(s)://host:port or host:port (overrides $"+client.EnvAddr+", default "+client.DefaultAddr+")")
 		pf.BoolVar(&o.json, "json", false, "print the agent's JSON answer instead of a table or text")
@@ -52,11 +52,19 @@ func (o *clientOpts) client() (*client.Client, error) {
 func call[T any](o *clientOpts, cmd *cobra.Command,
 	do func(ctx context.Context, c *client.Client) (T, error),
 	text func(out io.Writer, res T) error) error {
+	return callWait(o, cmd, 0, do, text)
+}
+
+// callWait is call for a request the agent may hold open for up to wait:
+// the command's timeout is stretched by wait.
+func callWait[T any](o *clientOpts, cmd *cobra.Command, wait time.Duration,
+	do func(ctx context.Context, c *client.Client) (T, error),
+	text func(out io.Writer, res T) error) error {
 	c, err := o.client()
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout)
+	ctx, cancel := context.WithTimeout(cmd.Context(), requestTimeout+max(wait, 0))
 	defer cancel()
 	res, err := do(ctx, c)
 	if err != nil {

@@ -119,15 +119,20 @@ func testFlow(t *testing.T, addr, pool string) {
 		t.Fatalf("token get --json = %+v, %v", tok, err)
 	}
 
-	// A failed token is not served again; once both have failed, none is.
+	// A failed token is not served again. The other is then the pool's last
+	// eligible token, which one agent's report does not fail.
 	if out := run("", "token", "report", pool, idOne, "unauthorized"); !strings.Contains(out, "failed") {
 		t.Fatalf("token report printed %q", out)
 	}
 	if out := run("", "token", "get", pool, "--raw"); out != valueTwo+"\n" {
 		t.Fatalf("token get --raw after failing %s = %q, want the other token", idOne, out)
 	}
-	run("", "token", "report", pool, idTwo, "forbidden")
-	fail([]string{"token", "get", pool}, "no_healthy_token")
+	if out := run("", "token", "report", pool, idTwo, "forbidden"); !strings.Contains(out, "last eligible token") {
+		t.Fatalf("token report of the last eligible token printed %q", out)
+	}
+	if out := run("", "token", "get", pool, "--raw"); out != valueTwo+"\n" {
+		t.Fatalf("token get --raw after reporting the last eligible token = %q, want it still served", out)
+	}
 	if out := run("", "token", "list", pool); !strings.Contains(out, "failed") {
 		t.Fatalf("token list after reports:\n%s", out)
 	}

@@ -13,11 +13,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tokend/tokend/api"
 	"github.com/tokend/tokend/api/client"
+	"github.com/tokend/tokend/tokens"
 )
 
 // maxPoolFileBytes bounds a pool file; a real one is a few hundred bytes.
@@ -39,10 +41,27 @@ func newPoolApplyCmd(o *clientOpts) *cobra.Command {
       "selection": "priority",
       "min_healthy": 1,
       "provider": {"type": "static"},
-      "labels": {"team": "infra"}
+      "labels": {"team": "infra"},
+      "health": {
+        "window": 20,
+        "degraded_failures": 5,
+        "degraded_ratio": 0.5,
+        "outcome_ttl": "5m",
+        "default_cooldown": "60s",
+        "report_quorum": 1,
+        "report_window": "5m"
+      }
     }
 
-Only "name" is required. HCL pool files are not supported yet.`,
+Only "name" is required. "health" says how reports become token health, and
+any field left out takes its default (the values above): a token is
+degraded while at least degraded_failures of its last window error or
+timeout outcomes are failures and they are at least degraded_ratio of them;
+outcomes older than outcome_ttl are forgotten; a rate_limited report that
+says no retry time cools a token down for default_cooldown; and a token
+fails once report_quorum agents report it unauthorized or forbidden within
+report_window. Durations are strings such as "90s" or "5m". HCL pool files
+are not supported yet.`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name, req, err := readPoolFile(args[0], cmd.InOrStdin())
@@ -130,11 +149,62 @@ func decodeStrict(data []byte, v any) error {
 		// The path names poolFile's embedded struct, which the file
 		// does not show.
 		field := strings.TrimPrefix(typeErr.Field, "PoolRequest.")
-		return fmt.Errorf("field %q must be a %s, not a JSON %s (at %s)", field, jsonKind(typeErr.Type), typeErr.Value, position(data, typeErr.Offset))
+		return fmt.Errorf("field %q must be %s, not a JSON %s (at %s)", field, withArticle(jsonKind(typeErr.Type)), typeErr.Value, position(data, typeErr.Offset))
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		return fmt.Errorf("unknown field %s", strings.TrimPrefix(err.Error(), "json: unknown field "))
 	}
+	// A type's own UnmarshalJSON failed (a duration, say), and its error
+	// does not say where: find the field.
+	if field := failingField(data, reflect.TypeOf(v), ""); field != "" {
+		return fmt.Errorf("field %q: %w", field, err)
+	}
 	return err
+}
+
+// failingField returns the dotted JSON path of a field of type t, or of a
+// struct inside it, whose value in data its own UnmarshalJSON rejects; ""
+// if there is none.
+func failingField(data []byte, t reflect.Type, prefix string) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct {
+		return ""
+	}
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(data, &fields) != nil {
+		return ""
+	}
+	for _, f := range reflect.VisibleFields(t) {
+		if f.Anonymous || !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "" {
+			name = f.Name
+		}
+		raw, ok := fields[name]
+		if !ok {
+			continue
+		}
+		if reflect.PointerTo(f.Type).Implements(reflect.TypeFor[json.Unmarshaler]()) {
+			if json.Unmarshal(raw, reflect.New(f.Type).Interface()) != nil {
+				return prefix + name
+			}
+			continue
+		}
+		if inner := failingField(raw, f.Type, prefix+name+"."); inner != "" {
+			return inner
+		}
+	}
+	return ""
+}
+
+func withArticle(noun string) string {
+	if strings.ContainsRune("aeiou", rune(noun[0])) {
+		return "an " + noun
+	}
+	return "a " + noun
 }
 
 // jsonKind names the JSON type that decodes into t.
@@ -203,6 +273,7 @@ func newPoolShowCmd(o *clientOpts) *cobra.Command {
 				row(tw, "Min healthy:", strconv.Itoa(p.MinHealthy))
 				row(tw, "Provider:", p.Provider.Type)
 				row(tw, "Labels:", fmtLabels(p.Labels))
+				row(tw, "Health:", fmtHealthPolicy(p.Health))
 				row(tw, "Tokens:", fmt.Sprintf("%d (%d eligible on this agent)", p.Tokens, p.Eligible))
 				row(tw, "Created:", fmtTime(&p.CreatedAt))
 				row(tw, "Updated:", fmtTime(&p.UpdatedAt))
@@ -231,6 +302,26 @@ func newPoolDeleteCmd(o *clientOpts) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "delete the pool even if it still holds tokens, and the tokens with it")
 	return cmd
+}
+
+// fmtHealthPolicy formats a health policy on one line, in the pool file's
+// field names.
+func fmtHealthPolicy(h tokens.HealthPolicy) string {
+	return fmt.Sprintf("window=%d degraded_failures=%d degraded_ratio=%s outcome_ttl=%s default_cooldown=%s report_quorum=%d report_window=%s",
+		h.Window, h.DegradedFailures, strconv.FormatFloat(h.DegradedRatio, 'g', -1, 64),
+		fmtDuration(h.OutcomeTTL), fmtDuration(h.DefaultCooldown), h.ReportQuorum, fmtDuration(h.ReportWindow))
+}
+
+// fmtDuration formats a duration the way people write it: 5m, not 5m0s.
+func fmtDuration(d tokens.Duration) string {
+	s := time.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // fmtLabels formats labels as k=v pairs in key order.

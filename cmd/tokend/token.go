@@ -20,7 +20,7 @@ import (
 
 func newTokenCmd(o *clientOpts) *cobra.Command {
 	return groupCmd("token", "Manage and fetch the tokens of a pool",
-		newTokenAddCmd(o), newTokenListCmd(o), newTokenGetCmd(o), newTokenReportCmd(o), newTokenRmCmd(o))
+		newTokenAddCmd(o), newTokenListCmd(o), newTokenGetCmd(o), newTokenReportCmd(o), newTokenResetCmd(o), newTokenRmCmd(o))
 }
 
 func newTokenAddCmd(o *clientOpts) *cobra.Command {
@@ -149,7 +149,10 @@ func newTokenListCmd(o *clientOpts) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list POOL",
 		Short: "List a pool's tokens (never their values)",
-		Args:  exactArgs("POOL"),
+		Long: `List a pool's tokens, never their values. OK and ERR count the ok and the
+error or timeout reports this agent received about each token; LATENCY is
+the latency of the last ok report that gave one.`,
+		Args: exactArgs("POOL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return call(o, cmd, func(ctx context.Context, c *client.Client) ([]api.TokenInfo, error) {
 				return c.ListTokens(ctx, args[0])
@@ -158,13 +161,20 @@ func newTokenListCmd(o *clientOpts) *cobra.Command {
 					fmt.Fprintf(out, "Pool %q has no tokens.\n", args[0])
 					return nil
 				}
-				tw := newTable(out, "ID", "PRIORITY", "LIFECYCLE", "HEALTH", "EXPIRES", "REASON")
+				tw := newTable(out, "ID", "PRIORITY", "LIFECYCLE", "HEALTH", "OK", "ERR", "LATENCY", "EXPIRES", "REASON")
 				for _, t := range toks {
 					reason := t.Health.Reason
 					if t.Health.State == "cooldown" && t.Health.Until != nil {
 						reason = strings.TrimSpace(reason + " until " + fmtTime(t.Health.Until))
 					}
-					row(tw, t.ID, strconv.Itoa(t.Priority), t.Lifecycle, t.Health.State, fmtTime(t.ExpiresAt), reason)
+					ok, errs, latency := "0", "0", ""
+					if r := t.Reports; r != nil {
+						ok, errs = strconv.FormatUint(r.OK, 10), strconv.FormatUint(r.Error+r.Timeout, 10)
+						if r.LastLatencyMS > 0 {
+							latency = strconv.FormatInt(r.LastLatencyMS, 10) + "ms"
+						}
+					}
+					row(tw, t.ID, strconv.Itoa(t.Priority), t.Lifecycle, t.Health.State, ok, errs, latency, fmtTime(t.ExpiresAt), reason)
 				}
 				return tw.Flush()
 			})
@@ -176,20 +186,26 @@ func newTokenGetCmd(o *clientOpts) *cobra.Command {
 	var (
 		raw     bool
 		exclude []string
+		wait    time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "get POOL",
 		Short: "Fetch the token the agent serves from a pool now",
 		Long: `Fetch the token the agent serves from a pool now, as a program would. With
---raw only the value is printed, followed by a newline.`,
+--raw only the value is printed, followed by a newline. With --wait, when
+every usable token is cooling down, the agent holds the fetch until the
+first comes back, if that is within the wait (at most ` + api.MaxFetchWait.String() + `).`,
 		Args: exactArgs("POOL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if raw && o.json {
 				return errors.New("--raw and --json cannot be used together")
 			}
-			opts := client.FetchOptions{Exclude: exclude}
+			if wait < 0 || wait > api.MaxFetchWait {
+				return fmt.Errorf("--wait %s must be between 0s and %s", wait, api.MaxFetchWait)
+			}
+			opts := client.FetchOptions{Exclude: exclude, Wait: wait}
 			if raw {
-				return call(o, cmd, func(ctx context.Context, c *client.Client) (client.RawToken, error) {
+				return callWait(o, cmd, wait, func(ctx context.Context, c *client.Client) (client.RawToken, error) {
 					tok, meta, err := c.FetchRaw(ctx, args[0], opts)
 					if err == nil {
 						warnStale(cmd, meta)
@@ -200,7 +216,7 @@ func newTokenGetCmd(o *clientOpts) *cobra.Command {
 					return err
 				})
 			}
-			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.Token, error) {
+			return callWait(o, cmd, wait, func(ctx context.Context, c *client.Client) (api.Token, error) {
 				tok, meta, err := c.FetchToken(ctx, args[0], opts)
 				if err == nil {
 					warnStale(cmd, meta)
@@ -222,6 +238,7 @@ func newTokenGetCmd(o *clientOpts) *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&raw, "raw", false, "print only the value")
 	cmd.Flags().StringSliceVar(&exclude, "exclude", nil, "token id not to serve; repeatable")
+	cmd.Flags().DurationVar(&wait, "wait", 0, "if every usable token is cooling down, wait up to this long (such as 10s) for one")
 	return cmd
 }
 
@@ -234,13 +251,18 @@ func warnStale(cmd *cobra.Command, m client.Meta) {
 }
 
 func newTokenReportCmd(o *clientOpts) *cobra.Command {
-	var retryAfter int
+	var (
+		retryAfter int
+		latencyMS  int64
+	)
 	cmd := &cobra.Command{
 		Use:   "report POOL ID OUTCOME",
 		Short: "Report how using a token went",
 		Long: `Report how using a token went. OUTCOME is one of ok, unauthorized, forbidden,
 rate_limited, error, timeout. unauthorized and forbidden fail the token;
-rate_limited cools it down for --retry-after seconds (default 60).`,
+rate_limited cools it down for --retry-after seconds (default: the pool's
+default cooldown). An ok report may say how long the call took with
+--latency-ms.`,
 		Args: exactArgs("POOL", "ID", "OUTCOME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			req := api.ReportRequest{Outcome: args[2]}
@@ -250,6 +272,12 @@ rate_limited cools it down for --retry-after seconds (default 60).`,
 				}
 				req.RetryAfterSeconds = &retryAfter
 			}
+			if cmd.Flags().Changed("latency-ms") {
+				if args[2] != string(tokens.OutcomeOK) {
+					return fmt.Errorf("--latency-ms only applies to outcome %s", tokens.OutcomeOK)
+				}
+				req.LatencyMS = &latencyMS
+			}
 			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.ReportResponse, error) {
 				return c.Report(ctx, args[0], args[1], req)
 			}, func(out io.Writer, res api.ReportResponse) error {
@@ -258,19 +286,38 @@ rate_limited cools it down for --retry-after seconds (default 60).`,
 					health += " until " + fmtTime(res.Health.Until)
 				}
 				switch {
+				case res.Pending != "":
+					fmt.Fprintf(out, "Token %s health is %s on this agent; not committed yet: %s\n", res.ID, health, res.Pending)
 				case !res.Changed:
 					fmt.Fprintf(out, "Token %s health is unchanged: %s.\n", res.ID, health)
-				case res.Committed:
-					fmt.Fprintf(out, "Token %s health is now %s (index %d).\n", res.ID, health, res.Index)
 				default:
-					fmt.Fprintf(out, "Token %s health is now %s on this agent, not committed yet: %s\n", res.ID, health, res.Pending)
+					fmt.Fprintf(out, "Token %s health is now %s (index %d).\n", res.ID, health, res.Index)
 				}
 				return nil
 			})
 		},
 	}
 	cmd.Flags().IntVar(&retryAfter, "retry-after", 0, "seconds to cool a rate_limited token down for")
+	cmd.Flags().Int64Var(&latencyMS, "latency-ms", 0, "how long the call took, in milliseconds (outcome ok only)")
 	return cmd
+}
+
+func newTokenResetCmd(o *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "reset POOL ID",
+		Short: "Bring a token back to healthy",
+		Long: `Bring a token back to healthy, whatever its health: a failed token stays
+failed until an operator resets it, once its value is known to work again.`,
+		Args: exactArgs("POOL", "ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.TokenInfo, error) {
+				return c.ResetToken(ctx, args[0], args[1])
+			}, func(out io.Writer, info api.TokenInfo) error {
+				fmt.Fprintf(out, "Token %s reset to %s (index %d).\n", cell(info.ID), cell(info.Health.State), info.ModifyIndex)
+				return nil
+			})
+		},
+	}
 }
 
 func newTokenRmCmd(o *clientOpts) *cobra.Command {

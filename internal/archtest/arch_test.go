@@ -26,7 +26,7 @@ var allowed = map[string][]string{
 	"cluster":           {"tokens", "github.com/hashicorp/go-hclog", "github.com/hashicorp/raft", "github.com/hashicorp/raft-boltdb/v2", "github.com/hashicorp/memberlist"},
 	"api":               {"tokens", "github.com/hashicorp/go-hclog"},
 	"api/client":        {"api"},
-	"agent":             {"api", "cluster", "fsm", "tokens", "github.com/hashicorp/go-hclog"},
+	"agent":             {"api", "cluster", "fsm", "tokens", "github.com/hashicorp/go-hclog", "github.com/prometheus/client_golang"},
 	"cmd/tokend":        {"agent", "api", "api/client", "tokens", "github.com/hashicorp/go-hclog", "github.com/spf13/cobra", "golang.org/x/sys/unix"},
 	"internal/testutil": {"agent", "api", "cluster", "github.com/hashicorp/go-hclog"},
 	"internal/archtest": {},

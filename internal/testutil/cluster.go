@@ -75,6 +75,13 @@ func NodeConfig(t TB, name, dataDir, sockDir string) agent.Config {
 // until every one of them knows the leader.
 func NewCluster(t TB, n int) *Cluster {
 	t.Helper()
+	return NewClusterWith(t, n, nil)
+}
+
+// NewClusterWith is NewCluster with mod applied to each node's
+// configuration.
+func NewClusterWith(t TB, n int, mod func(*agent.Config)) *Cluster {
+	t.Helper()
 	c := &Cluster{t: t}
 	sock := socketDir(t)
 	var joinAddr string
@@ -84,6 +91,9 @@ func NewCluster(t TB, n int) *Cluster {
 		cfg.BootstrapExpect = n
 		if joinAddr != "" {
 			cfg.Join = []string{joinAddr}
+		}
+		if mod != nil {
+			mod(&cfg)
 		}
 		node := c.start(name, cfg)
 		if joinAddr == "" {

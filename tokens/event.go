@@ -1,0 +1,34 @@
+package tokens
+
+import "time"
+
+// EventType names what an event records.
+type EventType string
+
+const (
+	EventPoolApplied  EventType = "pool_applied"
+	EventPoolDeleted  EventType = "pool_deleted"
+	EventTokenAdded   EventType = "token_added"
+	EventTokenRemoved EventType = "token_removed"
+	EventTokenHealth  EventType = "token_health"
+	EventTokenReset   EventType = "token_reset"
+)
+
+// MaxEvents is how many recent events the replicated state keeps.
+const MaxEvents = 1024
+
+// Event is one transition or admin action, kept in the replicated state so
+// that every agent can show what happened. It never carries a secret.
+type Event struct {
+	// Index is the Raft index of the entry that caused the event; one entry
+	// may cause several.
+	Index    uint64      `json:"index"`
+	At       time.Time   `json:"at"`
+	Type     EventType   `json:"type"`
+	Pool     string      `json:"pool,omitempty"`
+	Token    string      `json:"token,omitempty"`
+	From     HealthState `json:"from,omitempty"`
+	To       HealthState `json:"to,omitempty"`
+	Reason   string      `json:"reason,omitempty"`
+	Reporter string      `json:"reporter,omitempty"`
+}
