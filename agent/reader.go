@@ -24,6 +24,53 @@ type reader struct {
 	mu       sync.Mutex
 	counters sync.Map // pool name -> *atomic.Uint64, for round_robin
 	stats    sync.Map // tokenKey -> *tokenStats
+	// uses holds, per pool, least_used's fetch counts, aligned with one
+	// version of the pool's tokens; usesMu serializes rebuilding them.
+	uses   sync.Map // pool name -> *poolUses
+	usesMu sync.Mutex
+}
+
+// poolUses counts fetches per token of one version of a pool.
+type poolUses struct {
+	ps     *fsm.PoolState
+	counts []atomic.Uint64
+}
+
+// poolUseCounts returns the fetch counts aligned with ps.Tokens, carrying
+// counts over from the previous version of the pool. A new token starts at
+// the lowest count, not at zero, so it does not draw every fetch until it
+// catches up.
+func (r *reader) poolUseCounts(ps *fsm.PoolState) []atomic.Uint64 {
+	if v, ok := r.uses.Load(ps.Pool.Name); ok && v.(*poolUses).ps == ps {
+		return v.(*poolUses).counts
+	}
+	r.usesMu.Lock()
+	defer r.usesMu.Unlock()
+	var old *poolUses
+	if v, ok := r.uses.Load(ps.Pool.Name); ok {
+		if old = v.(*poolUses); old.ps == ps {
+			return old.counts
+		}
+	}
+	counts := make([]atomic.Uint64, len(ps.Tokens))
+	if old != nil {
+		prev := map[string]uint64{}
+		lowest := ^uint64(0)
+		for i, t := range old.ps.Tokens {
+			n := old.counts[i].Load()
+			prev[t.ID] = n
+			lowest = min(lowest, n)
+		}
+		for i, t := range ps.Tokens {
+			if n, ok := prev[t.ID]; ok {
+				counts[i].Store(n)
+			} else if len(prev) > 0 {
+				counts[i].Store(lowest)
+			}
+		}
+	}
+	r.uses.Store(ps.Pool.Name, &poolUses{ps: ps, counts: counts})
+	return counts
 }
 
 // tokenStats counts the reports this agent received about one token.
@@ -124,8 +171,8 @@ func lastEligible(toks []*tokens.Token, t *tokens.Token, q *tokens.Query) bool {
 }
 
 // prune drops overlay entries the replicated state has caught up with, whose
-// token is gone, or whose cooldown is over, and statistics of tokens that
-// are gone.
+// token is gone, or whose cooldown is over, and the counters and statistics
+// of pools and tokens that are gone.
 func (r *reader) prune(now time.Time) {
 	state := r.fsm.State()
 	r.stats.Range(func(k, _ any) bool {
@@ -134,6 +181,14 @@ func (r *reader) prune(now time.Time) {
 		}
 		return true
 	})
+	for _, m := range []*sync.Map{&r.counters, &r.uses} {
+		m.Range(func(k, _ any) bool {
+			if _, ok := state.Pool(k.(string)); !ok {
+				m.Delete(k)
+			}
+			return true
+		})
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cur := *r.overlay.Load()
@@ -196,7 +251,14 @@ func (v *view) Select(pool string, exclude []string) (*tokens.Token, error) {
 	if !ok {
 		return nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", pool)
 	}
-	return tokens.Select(ps.Pool, ps.Tokens, tokens.Query{Now: v.now, Overlay: v.overlay, Exclude: exclude, Counter: v.r.counter(pool)})
+	q := tokens.Query{Now: v.now, Overlay: v.overlay, Exclude: exclude}
+	switch ps.Pool.Selection {
+	case tokens.SelectRoundRobin:
+		q.Counter = v.r.counter(pool)
+	case tokens.SelectLeastUsed:
+		q.Uses = v.r.poolUseCounts(ps)
+	}
+	return tokens.Select(ps.Pool, ps.Tokens, q)
 }
 
 func (v *view) Health(t *tokens.Token) tokens.Health { return v.overlay.Health(t) }

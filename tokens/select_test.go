@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -150,18 +151,22 @@ func TestSelect(t *testing.T) {
 		},
 		{name: "excluded cooling-down token is no reason to retry", toks: []*Token{tok("a", 0, 1, cooldownUntil(now.Add(time.Minute)))}, exclude: []string{"a"}, code: CodeNoHealthy},
 	}
-	for _, policy := range []SelectionPolicy{SelectPriority, SelectRoundRobin} {
+	for _, policy := range SelectionPolicies {
 		for _, tt := range tests {
 			if tt.policy != "" && tt.policy != policy {
 				continue
+			}
+			if policy == SelectRandom && tt.code == "" && tt.policy == "" {
+				continue // TestSelectMatchesReference covers which token random serves
 			}
 			t.Run(string(policy)+"/"+tt.name, func(t *testing.T) {
 				pool := &Pool{Name: "p", Selection: tt.policy}
 				if tt.policy == "" {
 					pool.Selection = policy
 				}
-				// Round robin without a counter picks like priority, so
-				// the same expectations hold for both policies.
+				// Round robin without a counter, and least_used without
+				// use counts, pick like priority, so the same expectations
+				// hold for them.
 				got, err := Select(pool, ordered(tt.toks...), Query{Now: now, Overlay: tt.overlay, Exclude: tt.exclude})
 				if tt.code != "" {
 					if got != nil {
@@ -394,13 +399,249 @@ func TestSelectPriorityIgnoresCounter(t *testing.T) {
 	}
 }
 
+func TestSelectLeastUsed(t *testing.T) {
+	pool := &Pool{Name: "p", Selection: SelectLeastUsed}
+	toks := ordered(
+		tok("u1", 0, 1),
+		tok("failed", 0, 2, state(Failed)),
+		tok("u2", 1, 3),
+		tok("degraded", 0, 4, state(Degraded)),
+		tok("u3", 2, 5),
+		tok("retiring", 0, 6, lifecycle(LifecycleRetiring)),
+		tok("cooling", 0, 7, cooldownUntil(t0.Add(time.Hour))),
+		tok("excluded", 0, 8),
+	)
+	index := func(id string) int {
+		return slices.IndexFunc(toks, func(t *Token) bool { return t.ID == id })
+	}
+	pick := func(q Query) string {
+		t.Helper()
+		got, err := Select(pool, toks, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.ID
+	}
+
+	t.Run("equal counts: in toks order", func(t *testing.T) {
+		q := Query{Now: t0, Exclude: []string{"excluded"}, Uses: make([]atomic.Uint64, len(toks))}
+		var got []string
+		for range 9 {
+			got = append(got, pick(q))
+		}
+		if want := []string{"u1", "u2", "u3", "u1", "u2", "u3", "u1", "u2", "u3"}; !slices.Equal(got, want) {
+			t.Errorf("picks = %v, want %v", got, want)
+		}
+		for i, u := range uses(q.Uses) {
+			if want := map[bool]uint64{true: 3, false: 0}[strings.HasPrefix(toks[i].ID, "u")]; u != want {
+				t.Errorf("uses of %s = %d, want %d", toks[i].ID, u, want)
+			}
+		}
+	})
+	t.Run("fewest uses first, earlier on a tie", func(t *testing.T) {
+		q := Query{Now: t0, Exclude: []string{"excluded"}, Uses: make([]atomic.Uint64, len(toks))}
+		q.Uses[index("u1")].Store(5)
+		q.Uses[index("u2")].Store(2)
+		q.Uses[index("u3")].Store(2)
+		q.Uses[index("degraded")].Store(0)
+		var got []string
+		for range 4 {
+			got = append(got, pick(q))
+		}
+		if want := []string{"u2", "u3", "u2", "u3"}; !slices.Equal(got, want) {
+			t.Errorf("picks = %v, want %v", got, want)
+		}
+	})
+	t.Run("class before uses", func(t *testing.T) {
+		q := Query{Now: t0, Uses: make([]atomic.Uint64, len(toks)), Exclude: []string{"u1", "u2", "u3"}}
+		q.Uses[index("excluded")].Store(100)
+		if got := pick(q); got != "excluded" {
+			t.Errorf("Select = %s, want the healthy token excluded, not degraded (fewer uses, worse class)", got)
+		}
+		q.Exclude = append(q.Exclude, "excluded")
+		if got := pick(q); got != "degraded" {
+			t.Errorf("Select = %s, want degraded before the healthy retiring token", got)
+		}
+	})
+	t.Run("without use counts: like priority", func(t *testing.T) {
+		for _, u := range [][]atomic.Uint64{nil, {}, make([]atomic.Uint64, len(toks)-1)} {
+			for range 3 {
+				if got := pick(Query{Now: t0, Uses: u}); got != "u1" {
+					t.Fatalf("with %d counts for %d tokens: Select = %s, want u1", len(u), len(toks), got)
+				}
+			}
+			if slices.ContainsFunc(uses(u), func(n uint64) bool { return n != 0 }) {
+				t.Errorf("with %d counts for %d tokens: counted %v", len(u), len(toks), uses(u))
+			}
+		}
+	})
+}
+
+// Fetches run concurrently: every pick is counted once, and only eligible
+// tokens are.
+func TestSelectLeastUsedConcurrent(t *testing.T) {
+	toks := ordered(tok("a", 0, 1), tok("b", 0, 2), tok("c", 0, 3), tok("x", 0, 4, state(Failed)))
+	pool := &Pool{Name: "p", Selection: SelectLeastUsed}
+	q := Query{Now: t0, Uses: make([]atomic.Uint64, len(toks))}
+	const workers, perWorker = 8, 300
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range perWorker {
+				if _, err := Select(pool, toks, q); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	got := uses(q.Uses)
+	var sum uint64
+	for i, n := range got {
+		sum += n
+		if failed := toks[i].ID == "x"; failed != (n == 0) {
+			t.Errorf("uses = %v (tokens %s): want every eligible token served and the failed one never", got, idList(toks))
+		}
+	}
+	if sum != workers*perWorker {
+		t.Errorf("uses = %v, sum %d, want %d", got, sum, workers*perWorker)
+	}
+}
+
+func TestSelectRandom(t *testing.T) {
+	pool := &Pool{Name: "p", Selection: SelectRandom}
+	toks := ordered(
+		tok("r1", 0, 1),
+		tok("failed", 0, 2, state(Failed)),
+		tok("r2", 3, 3),
+		tok("degraded", 0, 4, state(Degraded)),
+		tok("retiring", 0, 5, lifecycle(LifecycleRetiring)),
+		tok("r3", 5, 6),
+		tok("cooling", 0, 7, cooldownUntil(t0.Add(time.Hour))),
+		tok("expired", 0, 8, expiresAt(t0)),
+		tok("excluded", 0, 9),
+		tok("overlaid", 0, 10),
+		tok("r4", 9, 11),
+	)
+	q := Query{
+		Now:     t0,
+		Exclude: []string{"excluded"},
+		Overlay: Overlay{"overlaid": {Pool: "p", TokenID: "overlaid", Outcome: OutcomeForbidden, At: t0}},
+	}
+	// 10 000 picks over 4 tokens: each is served 2 500 times on average,
+	// with a standard deviation of 43. Fewer than 1 500 is 23 deviations
+	// away: it does not happen by chance.
+	const picks = 10_000
+	counts := map[string]int{}
+	for range picks {
+		got, err := Select(pool, toks, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[got.ID]++
+	}
+	for _, id := range []string{"r1", "r2", "r3", "r4"} {
+		if counts[id] < 1500 {
+			t.Errorf("%s served %d times in %d, want about %d (counts %v)", id, counts[id], picks, picks/4, counts)
+		}
+	}
+	if len(counts) != 4 {
+		t.Errorf("served %v, want only r1..r4", counts)
+	}
+
+	// With no healthy active token, it picks among the next class only.
+	toks = ordered(tok("f", 0, 1, state(Failed)), tok("d1", 1, 2, state(Degraded)), tok("d2", 2, 3, state(Degraded)), tok("r", 0, 4, lifecycle(LifecycleRetiring)))
+	counts = map[string]int{}
+	for range 1000 {
+		got, err := Select(pool, toks, Query{Now: t0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[got.ID]++
+	}
+	// Each of d1, d2 is served 500 times on average (deviation 16).
+	if len(counts) != 2 || counts["d1"] < 300 || counts["d2"] < 300 {
+		t.Errorf("counts = %v, want d1 and d2 about 500 times each and nothing else", counts)
+	}
+}
+
+// Select remembers the first maxCandidates eligible tokens of the best class;
+// round_robin and random must still reach the ones after them.
+func TestSelectBeyondCandidates(t *testing.T) {
+	const n = 2*maxCandidates + 22
+	var toks []*Token
+	for i := range n {
+		toks = append(toks, tok(fmt.Sprintf("t%03d", i), 0, uint64(i+1)))
+		// Ineligible and worse-class tokens in between.
+		toks = append(toks, tok(fmt.Sprintf("f%03d", i), 0, uint64(n+i+1), state(Failed)))
+		toks = append(toks, tok(fmt.Sprintf("d%03d", i), 0, uint64(2*n+i+1), state(Degraded)))
+	}
+	toks = ordered(toks...)
+	t.Run("round_robin", func(t *testing.T) {
+		pool := &Pool{Name: "p", Selection: SelectRoundRobin}
+		q := Query{Now: t0, Counter: new(atomic.Uint64)}
+		q.Counter.Store(uint64(n - 1)) // the first pick is t000
+		for round := range 2 {
+			for i := range n {
+				got, err := Select(pool, toks, q)
+				if want := fmt.Sprintf("t%03d", i); err != nil || got.ID != want {
+					t.Fatalf("round %d pick %d: Select = %v, %v; want %s", round, i, got, err, want)
+				}
+			}
+		}
+	})
+	t.Run("random", func(t *testing.T) {
+		pool := &Pool{Name: "p", Selection: SelectRandom}
+		// 20 000 picks over n tokens: the chance that a given one is never
+		// served is (1-1/n)^20000, below 1e-50.
+		counts := map[string]int{}
+		for range 20_000 {
+			got, err := Select(pool, toks, Query{Now: t0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			counts[got.ID]++
+		}
+		for i := range n {
+			if id := fmt.Sprintf("t%03d", i); counts[id] == 0 {
+				t.Errorf("%s never served", id)
+			}
+		}
+		if len(counts) != n {
+			t.Errorf("served %d tokens, want the %d healthy ones only", len(counts), n)
+		}
+	})
+}
+
+// Select skips the overlay for a token whose replicated health is failed:
+// that holds only because no report moves a token out of failed.
+func TestTransitionKeepsFailed(t *testing.T) {
+	failed := Health{State: Failed, Reason: "unauthorized", Since: t0.Add(-time.Hour)}
+	for _, o := range outcomes {
+		for _, at := range []time.Time{t0.Add(-2 * time.Hour), t0, t0.Add(time.Hour)} {
+			for _, until := range []time.Time{{}, at.Add(-time.Minute), at.Add(time.Minute)} {
+				r := Report{Pool: "p", TokenID: "a", Outcome: o, At: at, Until: until}
+				if h, changed := Transition(failed, r); changed || h != failed {
+					t.Errorf("Transition(failed, %+v) = %+v, %v; want failed, unchanged", r, h, changed)
+				}
+			}
+		}
+	}
+}
+
 // TestSelectMatchesReference checks Select against a plain statement of the
-// rules on many random pools.
+// rules on many random pools, for every policy. The first 3000 pools use
+// ordinary reports; the rest add reports a live agent rarely holds: for
+// another pool, older than the replicated health, stamped after the query's
+// now, or with a cooldown already over.
 func TestSelectMatchesReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
+	extra := rand.New(rand.NewPCG(3, 4)) // draws only for what the first 3000 pools did not have
 	lifecycles := []Lifecycle{LifecycleActive, LifecycleActive, LifecycleActive, LifecycleRetiring, LifecycleRevoked}
 	states := []HealthState{Healthy, Healthy, Healthy, Degraded, Cooldown, Failed}
-	for iter := range 3000 {
+	for iter := range 6000 {
+		unusual := iter >= 3000
 		n := rng.IntN(8)
 		var toks []*Token
 		for i := range n {
@@ -428,34 +669,125 @@ func TestSelectMatchesReference(t *testing.T) {
 				q.Overlay[t.ID] = Report{Pool: "p", TokenID: t.ID, Outcome: OutcomeUnauthorized, At: t0}
 			case 2:
 				q.Overlay[t.ID] = Report{Pool: "p", TokenID: t.ID, Outcome: OutcomeRateLimited, At: t0, Until: t0.Add(time.Minute)}
+			default:
+				if !unusual {
+					continue
+				}
+				// Up to 3 minutes either side of now, like the cooldowns
+				// above, with a cooldown that may end before it starts.
+				at := t0.Add(time.Duration(extra.IntN(7)-3) * time.Minute)
+				r := Report{Pool: "p", TokenID: t.ID, Outcome: OutcomeRateLimited, At: at, Until: at.Add(time.Duration(extra.IntN(6)-2) * time.Minute)}
+				switch extra.IntN(6) {
+				case 0:
+					r.Pool = "other"
+				case 1:
+					r.Outcome = OutcomeForbidden
+					r.Until = time.Time{}
+				case 2:
+					r.Outcome = OutcomeOK
+					r.Until = time.Time{}
+				case 3:
+					r.At = t.Health.Since.Add(-time.Second) // older than the replicated health
+				}
+				q.Overlay[t.ID] = r
 			}
 		}
-		pool := &Pool{Name: "p", Selection: SelectPriority}
-		got, err := Select(pool, toks, q)
 		want, wantCode, wantRetry := referenceSelect(toks, q)
-		if want != nil {
-			if err != nil || got != want {
-				t.Fatalf("iteration %d: Select = %v, %v; want %s\ntokens: %s", iter, got, err, want.ID, describe(toks, q))
+		fail := func(policy SelectionPolicy, format string, args ...any) {
+			t.Helper()
+			t.Fatalf("iteration %d, %s: %s\ntokens: %s", iter, policy, fmt.Sprintf(format, args...), describe(toks, q))
+		}
+		for _, policy := range SelectionPolicies {
+			pool := &Pool{Name: "p", Selection: policy}
+			if want == nil {
+				got, err := Select(pool, toks, q)
+				if got != nil {
+					fail(policy, "Select = %s, want error %s", got.ID, wantCode)
+				}
+				if e := AsError(err); e.Code != wantCode || !e.RetryAt.Equal(wantRetry) {
+					fail(policy, "Select error %s (retry %v), want %s (retry %v)", e.Code, e.RetryAt, wantCode, wantRetry)
+				}
+				continue
 			}
-			continue
-		}
-		if got != nil {
-			t.Fatalf("iteration %d: Select = %s, want error %s\ntokens: %s", iter, got.ID, wantCode, describe(toks, q))
-		}
-		e := AsError(err)
-		if e.Code != wantCode || !e.RetryAt.Equal(wantRetry) {
-			t.Fatalf("iteration %d: Select error %s (retry %v), want %s (retry %v)\ntokens: %s", iter, e.Code, e.RetryAt, wantCode, wantRetry, describe(toks, q))
+			switch policy {
+			case SelectPriority:
+				if got, err := Select(pool, toks, q); err != nil || got != want[0] {
+					fail(policy, "Select = %v, %v; want %s", got, err, want[0].ID)
+				}
+			case SelectRoundRobin:
+				// Any len(want) consecutive picks serve each acceptable
+				// token once, whatever the counter starts at.
+				q := q
+				q.Counter = new(atomic.Uint64)
+				q.Counter.Store(extra.Uint64N(1 << 32))
+				served := map[*Token]int{}
+				for range want {
+					got, err := Select(pool, toks, q)
+					if err != nil {
+						fail(policy, "Select: %v", err)
+					}
+					served[got]++
+				}
+				for _, w := range want {
+					if served[w] != 1 {
+						fail(policy, "%d picks served %v, want each of %s once", len(want), ids(served), idList(want))
+					}
+				}
+			case SelectRandom:
+				for range 4 {
+					if got, err := Select(pool, toks, q); err != nil || !slices.Contains(want, got) {
+						fail(policy, "Select = %v, %v; want one of %s", got, err, idList(want))
+					}
+				}
+			case SelectLeastUsed:
+				q := q
+				q.Uses = make([]atomic.Uint64, len(toks))
+				for i := range q.Uses {
+					q.Uses[i].Store(uint64(extra.IntN(3)))
+				}
+				before := uses(q.Uses)
+				least := want[0] // the fewest uses, the first on a tie
+				for _, w := range want {
+					if before[slices.Index(toks, w)] < before[slices.Index(toks, least)] {
+						least = w
+					}
+				}
+				got, err := Select(pool, toks, q)
+				if err != nil || got != least {
+					fail(policy, "Select = %v, %v; want %s (uses %v)", got, err, least.ID, before)
+				}
+				after := uses(q.Uses)
+				before[slices.Index(toks, least)]++
+				if !slices.Equal(after, before) {
+					fail(policy, "uses after the pick = %v, want %v", after, before)
+				}
+				// Without per-token counts it serves like priority.
+				for _, bad := range [][]atomic.Uint64{nil, make([]atomic.Uint64, len(toks)+1)} {
+					q.Uses = bad
+					if got, err := Select(pool, toks, q); err != nil || got != want[0] {
+						fail(policy, "with %d use counts for %d tokens: Select = %v, %v; want %s", len(bad), len(toks), got, err, want[0].ID)
+					}
+					if slices.ContainsFunc(uses(bad), func(u uint64) bool { return u != 0 }) {
+						fail(policy, "with %d use counts for %d tokens: counted %v", len(bad), len(toks), uses(bad))
+					}
+				}
+			default:
+				t.Fatalf("policy %s is not covered", policy)
+			}
 		}
 	}
 }
 
-// referenceSelect states the priority policy directly.
-func referenceSelect(toks []*Token, q Query) (*Token, string, time.Time) {
+// referenceSelect states the rules directly. It returns the tokens a policy
+// may serve: the eligible ones of the best class, in toks order, so that
+// priority serves the first. When there is none it returns the error code and
+// retry time instead.
+func referenceSelect(toks []*Token, q Query) ([]*Token, string, time.Time) {
 	usable := func(t *Token, at time.Time) bool {
 		return (t.ExpiresAt.IsZero() || at.Add(ExpiryMargin).Before(t.ExpiresAt)) && (t.NotBefore.IsZero() || !q.Now.Before(t.NotBefore))
 	}
 	health := func(t *Token) Health {
-		if r, ok := q.Overlay[t.ID]; ok && !t.Health.Since.After(r.At) {
+		if r, ok := q.Overlay[t.ID]; ok && r.Pool == t.Pool && !t.Health.Since.After(r.At) {
 			h, _ := Transition(t.Health, r)
 			return h
 		}
@@ -473,10 +805,14 @@ func referenceSelect(toks []*Token, q Query) (*Token, string, time.Time) {
 		l Lifecycle
 		s HealthState
 	}{{LifecycleActive, Healthy}, {LifecycleActive, Degraded}, {LifecycleRetiring, Healthy}, {LifecycleRetiring, Degraded}} {
+		var class []*Token
 		for _, t := range toks {
 			if t.Lifecycle == want.l && !excluded(t) && usable(t, q.Now) && health(t).StateAt(q.Now) == want.s {
-				return t, "", time.Time{}
+				class = append(class, t)
 			}
+		}
+		if len(class) > 0 {
+			return class, "", time.Time{}
 		}
 	}
 	var retry time.Time
@@ -502,6 +838,30 @@ func referenceSelect(toks []*Token, q Query) (*Token, string, time.Time) {
 		return nil, CodeAllCoolingDown, retry
 	}
 	return nil, CodeNoHealthy, time.Time{}
+}
+
+func uses(u []atomic.Uint64) []uint64 {
+	out := make([]uint64, len(u))
+	for i := range u {
+		out[i] = u[i].Load()
+	}
+	return out
+}
+
+func idList(toks []*Token) []string {
+	var out []string
+	for _, t := range toks {
+		out = append(out, t.ID)
+	}
+	return out
+}
+
+func ids(served map[*Token]int) map[string]int {
+	out := map[string]int{}
+	for t, n := range served {
+		out[t.ID] = n
+	}
+	return out
 }
 
 func describe(toks []*Token, q Query) string {
@@ -534,9 +894,10 @@ func TestEligible(t *testing.T) {
 	}
 }
 
-// benchPool is 100 tokens in which the only eligible one is near the end:
+// benchPool is 100 tokens in which the only eligible ones are near the end:
 // Select looks at almost every token, with a non-empty overlay and exclude
-// list, as on a busy agent during an incident.
+// list, as on a busy agent during an incident. The Query carries a counter
+// and use counts, so that every policy runs in full.
 func benchPool(policy SelectionPolicy) (*Pool, []*Token, Query) {
 	var toks []*Token
 	for i := range 100 {
@@ -566,13 +927,43 @@ func benchPool(policy SelectionPolicy) (*Pool, []*Token, Query) {
 	// A report for the eligible token older than its replicated health:
 	// looked at, and ignored.
 	ov[toks[97].ID] = Report{Pool: "p", TokenID: toks[97].ID, Outcome: OutcomeUnauthorized, At: t0.Add(-2 * time.Hour)}
-	return &Pool{Name: "p", Selection: policy}, toks, Query{Now: t0, Overlay: ov, Exclude: []string{"tok_none", toks[3].ID}, Counter: new(atomic.Uint64)}
+	q := Query{
+		Now:     t0,
+		Overlay: ov,
+		Exclude: []string{"tok_none", toks[3].ID},
+		Counter: new(atomic.Uint64),
+		Uses:    make([]atomic.Uint64, len(toks)),
+	}
+	return &Pool{Name: "p", Selection: policy}, toks, q
+}
+
+// benchPoolHealthyFirst is benchPool with its first token eligible: the
+// common case for priority, which then looks at that token only.
+func benchPoolHealthyFirst(policy SelectionPolicy) (*Pool, []*Token, Query) {
+	pool, toks, q := benchPool(policy)
+	toks[0].Health = Health{State: Healthy, Since: t0.Add(-time.Hour)}
+	delete(q.Overlay, toks[0].ID)
+	return pool, toks, q
+}
+
+var benchCases = []struct {
+	name   string
+	policy SelectionPolicy
+	pool   func(SelectionPolicy) (*Pool, []*Token, Query)
+	// want are the tokens Select may return, by index.
+	want []int
+}{
+	{"priority", SelectPriority, benchPool, []int{95}},
+	{"round_robin", SelectRoundRobin, benchPool, []int{95, 97}},
+	{"least_used", SelectLeastUsed, benchPool, []int{95, 97}},
+	{"random", SelectRandom, benchPool, []int{95, 97}},
+	{"priority_healthy_first", SelectPriority, benchPoolHealthyFirst, []int{0}},
 }
 
 func BenchmarkSelect100(b *testing.B) {
-	for _, policy := range []SelectionPolicy{SelectPriority, SelectRoundRobin} {
-		b.Run(string(policy), func(b *testing.B) {
-			pool, toks, q := benchPool(policy)
+	for _, bc := range benchCases {
+		b.Run(bc.name, func(b *testing.B) {
+			pool, toks, q := bc.pool(bc.policy)
 			b.ReportAllocs()
 			for b.Loop() {
 				if t, err := Select(pool, toks, q); err != nil || t == nil {
@@ -587,12 +978,12 @@ func TestSelectDoesNotAllocate(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector changes allocation counts")
 	}
-	for _, policy := range []SelectionPolicy{SelectPriority, SelectRoundRobin} {
-		pool, toks, q := benchPool(policy)
+	for _, bc := range benchCases {
+		pool, toks, q := bc.pool(bc.policy)
 		for range 2 {
 			got, err := Select(pool, toks, q)
-			if err != nil || (got != toks[95] && got != toks[97]) || (policy == SelectPriority && got != toks[95]) {
-				t.Fatalf("%s: Select = %v, %v; want %s (or %s for round_robin)", policy, got, err, toks[95].ID, toks[97].ID)
+			if err != nil || !slices.ContainsFunc(bc.want, func(i int) bool { return got == toks[i] }) {
+				t.Fatalf("%s: Select = %v, %v; want one of tokens %v", bc.name, got, err, bc.want)
 			}
 		}
 		allocs := testing.AllocsPerRun(100, func() {
@@ -601,7 +992,7 @@ func TestSelectDoesNotAllocate(t *testing.T) {
 			}
 		})
 		if allocs != 0 {
-			t.Errorf("%s: Select allocates %.1f times per call, want 0", policy, allocs)
+			t.Errorf("%s: Select allocates %.1f times per call, want 0", bc.name, allocs)
 		}
 	}
 }
