@@ -36,6 +36,7 @@ type Agent struct {
 	metrics *metrics
 
 	httpAddr   string
+	handler    http.Handler
 	servers    []*http.Server
 	errCh      chan error
 	stop       context.CancelFunc
@@ -111,10 +112,10 @@ func New(cfg Config) (*Agent, error) {
 		a.Shutdown(context.Background())
 		return nil, err
 	}
-	handler := api.NewHandler(&backend{a: a}, a.logger.Named("api"))
+	a.handler = api.NewHandler(&backend{a: a}, a.logger.Named("api"))
 	for _, ln := range []net.Listener{httpLn, sockLn} {
 		srv := &http.Server{
-			Handler:           handler,
+			Handler:           a.handler,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			ErrorLog:          a.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
@@ -166,6 +167,9 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 
 // Err delivers a fatal error from a listener.
 func (a *Agent) Err() <-chan error { return a.errCh }
+
+// Handler is the HTTP API the agent serves on its listeners.
+func (a *Agent) Handler() http.Handler { return a.handler }
 
 // HTTPAddr is the bound TCP address of the API.
 func (a *Agent) HTTPAddr() string { return a.httpAddr }

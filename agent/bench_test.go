@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -132,5 +133,31 @@ func benchPropagation(b *testing.B, timing cluster.Timing) {
 		for name := range stuck {
 			b.Fatalf("%s still served token %d (%s) 10 s after it was reported; report answer: %s", name, i, info.ID, r.Body)
 		}
+	}
+}
+
+// BenchmarkFetchHandler measures the agent's side of a token fetch alone:
+// the API handler called directly, with no network and no HTTP client, over
+// a pool of 10 tokens (priority policy).
+func BenchmarkFetchHandler(b *testing.B) {
+	a := testutil.StartAgent(b, nil)
+	h := testutil.TCP(a.HTTPAddr())
+	h.Must(b, "PUT", "/v1/pools/bench", api.PoolRequest{}, http.StatusOK, nil)
+	for i := range 10 {
+		h.AddToken(b, "bench", fmt.Sprintf("value-%d", i), i)
+	}
+	handler := a.Handler()
+	for _, format := range []string{"json", "raw"} {
+		b.Run(format, func(b *testing.B) {
+			req := httptest.NewRequest("GET", "/v1/pools/bench/token?format="+format, nil)
+			b.ReportAllocs()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				handler.ServeHTTP(w, req)
+				if w.Code != http.StatusOK {
+					b.Fatal(w.Code, w.Body.String())
+				}
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -241,10 +242,10 @@ func (s *server) fetchToken(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	h := w.Header()
-	h.Set("Cache-Control", "no-store")
-	h.Set(HeaderTokenID, t.ID)
+	h["Cache-Control"] = headerNoStore
+	h[headerTokenID] = []string{t.ID}
 	if raw {
-		h.Set("Content-Type", "text/plain; charset=utf-8")
+		h["Content-Type"] = headerTextPlain
 		_, _ = io.WriteString(w, t.Value.Reveal())
 		return nil
 	}
@@ -264,7 +265,10 @@ func (s *server) fetchToken(w http.ResponseWriter, r *http.Request) error {
 // fetch that finds every usable token cooling down waits, within that
 // budget, for the first to come back (or for the state to change).
 func (s *server) selectToken(w http.ResponseWriter, r *http.Request, name string) (*tokens.Token, bool, View, error) {
-	q := r.URL.Query()
+	var q url.Values
+	if r.URL.RawQuery != "" {
+		q = r.URL.Query()
+	}
 	raw := false
 	var wait time.Duration
 	for k, vs := range q {

@@ -146,7 +146,7 @@ func errorResponse(err error) (int, ErrorBody) {
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = headerJSON
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -348,12 +348,30 @@ func onlyParams(r *http.Request, known ...string) error {
 	return nil
 }
 
+// Header values that never change, shared by every response: the token
+// fetch runs on every request, and http.Header.Set allocates a slice per
+// value. net/http never modifies a header's value slice.
+var (
+	headerTrue        = []string{"true"}
+	headerFalse       = []string{"false"}
+	headerNoStore     = []string{"no-store"}
+	headerJSON        = []string{"application/json"}
+	headerTextPlain   = []string{"text/plain; charset=utf-8"}
+	headerLastContact = http.CanonicalHeaderKey(HeaderLastContact)
+	headerIndex       = http.CanonicalHeaderKey(HeaderIndex)
+	headerKnownLeader = http.CanonicalHeaderKey(HeaderKnownLeader)
+	headerTokenID     = http.CanonicalHeaderKey(HeaderTokenID)
+)
+
 func (s *server) setFreshness(w http.ResponseWriter) {
 	f := s.b.Freshness()
 	h := w.Header()
-	h.Set(HeaderIndex, strconv.FormatUint(f.AppliedIndex, 10))
-	h.Set(HeaderKnownLeader, strconv.FormatBool(f.KnownLeader))
-	h.Set(HeaderLastContact, strconv.FormatInt(lastContactMS(f.LastContact), 10))
+	h[headerIndex] = []string{strconv.FormatUint(f.AppliedIndex, 10)}
+	h[headerKnownLeader] = headerFalse
+	if f.KnownLeader {
+		h[headerKnownLeader] = headerTrue
+	}
+	h[headerLastContact] = []string{strconv.FormatInt(lastContactMS(f.LastContact), 10)}
 }
 
 func lastContactMS(d time.Duration) int64 {
