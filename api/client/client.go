@@ -169,9 +169,7 @@ type request struct {
 	method, path string
 	query        url.Values
 	// accept is the media type asked for; JSON when empty.
-	accept string
-	// wait is how long the agent may hold the request before it answers.
-	wait      time.Duration
+	accept    string
 	body, out any
 }
 
@@ -202,7 +200,7 @@ func (c *Client) send(ctx context.Context, r request) (*response, error) {
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.httpClient(r.wait).Do(req)
+	resp, err := c.hc.Do(req)
 	if err != nil {
 		// url.Error names the URL, whose host is made up for unix
 		// sockets; name the address the caller knows instead.
@@ -229,22 +227,6 @@ func (c *Client) send(ctx context.Context, r request) (*response, error) {
 		}
 	}
 	return &response{header: resp.Header, body: data}, nil
-}
-
-// longPollMargin is how long past its wait a held request may take: the
-// agent's own work and the network.
-const longPollMargin = 30 * time.Second
-
-// httpClient returns the HTTP client for a request the agent may hold for
-// wait. The client's own requests have no timeout (the context bounds
-// them), but should one be set, a long poll must not be cut short by it.
-func (c *Client) httpClient(wait time.Duration) *http.Client {
-	if wait <= 0 || c.hc.Timeout == 0 || c.hc.Timeout >= wait+longPollMargin {
-		return c.hc
-	}
-	hc := *c.hc
-	hc.Timeout = wait + longPollMargin
-	return &hc
 }
 
 func decodeError(resp *http.Response, data []byte) *Error {

@@ -134,7 +134,7 @@ func (c *Client) FetchToken(ctx context.Context, pool string, opts FetchOptions)
 	if err != nil {
 		return out, Meta{}, err
 	}
-	resp, err := c.send(ctx, request{method: http.MethodGet, path: path + "/token", query: opts.query(""), wait: opts.Wait, out: &out})
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: path + "/token", query: opts.query(""), out: &out})
 	if err != nil {
 		return out, Meta{}, err
 	}
@@ -155,7 +155,7 @@ func (c *Client) FetchRaw(ctx context.Context, pool string, opts FetchOptions) (
 	if err != nil {
 		return RawToken{}, Meta{}, err
 	}
-	resp, err := c.send(ctx, request{method: http.MethodGet, path: path + "/token", query: opts.query("raw"), wait: opts.Wait})
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: path + "/token", query: opts.query("raw")})
 	if err != nil {
 		return RawToken{}, Meta{}, err
 	}
@@ -207,14 +207,9 @@ type EventsOptions struct {
 // Events returns the oldest events after opts.Since that the agent still
 // keeps, waiting up to opts.Wait for one when there are none. An answer
 // whose Events is empty means Wait passed with nothing new; Truncated says
-// events after Since were dropped before they could be read.
-//
-// To get what comes next, pass as Since the larger of the answer's Index
-// and its last event's index (the agent reads its index first, so it may
-// lag the events). A full batch (Limit events) is different: more events
-// may follow it, and its Index may be past them. Ask again with Since one
-// below the last event's index and drop the events at that index already
-// seen, since one Raft entry may cause events on both sides of the cut.
+// events after Since were dropped before they could be read. Pass the
+// answer's Index as the next Since: pages end on a Raft entry's last event,
+// so nothing is skipped or repeated.
 func (c *Client) Events(ctx context.Context, opts EventsOptions) (api.Events, error) {
 	var out api.Events
 	q := url.Values{}
@@ -227,7 +222,7 @@ func (c *Client) Events(ctx context.Context, opts EventsOptions) (api.Events, er
 	if opts.Limit != 0 {
 		q.Set("limit", strconv.Itoa(opts.Limit))
 	}
-	_, err := c.send(ctx, request{method: http.MethodGet, path: "/v1/events", query: q, wait: opts.Wait, out: &out})
+	_, err := c.send(ctx, request{method: http.MethodGet, path: "/v1/events", query: q, out: &out})
 	return out, err
 }
 

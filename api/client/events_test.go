@@ -256,25 +256,6 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
-// TestLongPollTimeout: a client timeout shorter than a wait is stretched
-// for that request only.
-func TestLongPollTimeout(t *testing.T) {
-	c, err := New("http://127.0.0.1:1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if hc := c.httpClient(time.Minute); hc != c.hc {
-		t.Fatal("a client without a timeout was copied")
-	}
-	c.hc.Timeout = 10 * time.Second
-	if hc := c.httpClient(0); hc != c.hc {
-		t.Fatal("a request without a wait got another client")
-	}
-	if hc := c.httpClient(5 * time.Minute); hc.Timeout <= 5*time.Minute || c.hc.Timeout != 10*time.Second {
-		t.Fatalf("wait 5m: timeout %s (client's %s), want more than 5m and the client's unchanged", hc.Timeout, c.hc.Timeout)
-	}
-}
-
 func TestNewRequestShapes(t *testing.T) {
 	type seen struct{ method, path, query, accept string }
 	got := make(chan seen, 1)
