@@ -138,15 +138,8 @@ func (s *server) getTokenInfo(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) lookupToken(w http.ResponseWriter, r *http.Request) (View, *tokens.Token, error) {
-	name, err := pathName(r, "pool", "pool")
+	name, id, err := tokenPath(r)
 	if err != nil {
-		return nil, nil, err
-	}
-	id, err := pathTokenID(r)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := onlyParams(r); err != nil {
 		return nil, nil, err
 	}
 	s.setFreshness(w)
@@ -200,15 +193,8 @@ func (s *server) addToken(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) removeToken(w http.ResponseWriter, r *http.Request) error {
-	pool, err := pathName(r, "pool", "pool")
+	pool, id, err := tokenPath(r)
 	if err != nil {
-		return err
-	}
-	id, err := pathTokenID(r)
-	if err != nil {
-		return err
-	}
-	if err := onlyParams(r); err != nil {
 		return err
 	}
 	index, err := s.b.RemoveToken(r.Context(), pool, id)
@@ -373,15 +359,8 @@ func (s *server) report(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) resetToken(w http.ResponseWriter, r *http.Request) error {
-	pool, err := pathName(r, "pool", "pool")
+	pool, id, err := tokenPath(r)
 	if err != nil {
-		return err
-	}
-	id, err := pathTokenID(r)
-	if err != nil {
-		return err
-	}
-	if err := onlyParams(r); err != nil {
 		return err
 	}
 	index, err := s.b.ResetToken(r.Context(), pool, id)
@@ -502,6 +481,18 @@ func boolParam(r *http.Request, key string) (bool, error) {
 		return false, badRequest(fmt.Sprintf("%s must be true or false, got %q", key, truncate(v)))
 	}
 	return b, nil
+}
+
+// tokenPath returns the pool and token id of a path such as
+// /v1/pools/{pool}/tokens/{id}, for a request that takes no query.
+func tokenPath(r *http.Request) (pool, id string, err error) {
+	if pool, err = pathName(r, "pool", "pool"); err != nil {
+		return "", "", err
+	}
+	if id, err = pathTokenID(r); err != nil {
+		return "", "", err
+	}
+	return pool, id, onlyParams(r)
 }
 
 func poolNotFound(name string) error {

@@ -212,13 +212,9 @@ func applyTokenRemove(s *State, index uint64, body []byte, _ hclog.Logger) (*Sta
 	if err := decode(body, &req); err != nil {
 		return nil, nil, err
 	}
-	ps, ok := s.pools[req.Pool]
-	if !ok {
-		return nil, nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", req.Pool)
-	}
-	i := ps.indexOf(req.ID)
-	if i < 0 {
-		return nil, nil, tokens.Errorf(tokens.CodeTokenNotFound, "token %q does not exist in pool %q", req.ID, req.Pool)
+	ps, i, err := s.lookup(req.Pool, req.ID)
+	if err != nil {
+		return nil, nil, err
 	}
 	ev := tokens.Event{Index: index, At: req.At, Type: tokens.EventTokenRemoved, Pool: req.Pool, Token: req.ID}
 	return s.withPool(req.Pool, ps.withoutToken(i)), []tokens.Event{ev}, nil
@@ -277,13 +273,9 @@ func applyTokenReset(s *State, index uint64, body []byte, _ hclog.Logger) (*Stat
 	if err := decode(body, &req); err != nil {
 		return nil, nil, err
 	}
-	ps, ok := s.pools[req.Pool]
-	if !ok {
-		return nil, nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", req.Pool)
-	}
-	i := ps.indexOf(req.ID)
-	if i < 0 {
-		return nil, nil, tokens.Errorf(tokens.CodeTokenNotFound, "token %q does not exist in pool %q", req.ID, req.Pool)
+	ps, i, err := s.lookup(req.Pool, req.ID)
+	if err != nil {
+		return nil, nil, err
 	}
 	old := ps.Tokens[i]
 	t := *old

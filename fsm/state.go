@@ -53,6 +53,19 @@ func (s *State) Token(pool, id string) (*tokens.Token, bool) {
 	return p.Tokens[i], true
 }
 
+// lookup finds a token, or returns the rejection naming what is missing.
+func (s *State) lookup(pool, id string) (*PoolState, int, error) {
+	ps, ok := s.pools[pool]
+	if !ok {
+		return nil, 0, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", pool)
+	}
+	i := ps.indexOf(id)
+	if i < 0 {
+		return nil, 0, tokens.Errorf(tokens.CodeTokenNotFound, "token %q does not exist in pool %q", id, pool)
+	}
+	return ps, i, nil
+}
+
 func (p *PoolState) indexOf(id string) int {
 	return slices.IndexFunc(p.Tokens, func(t *tokens.Token) bool { return t.ID == id })
 }
