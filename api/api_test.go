@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
+	"reflect"
 	"slices"
 	"strconv"
 	"strings"
@@ -184,7 +185,7 @@ func checkFetchHeaders(t *testing.T, r *response, id string) {
 }
 
 func poolEqual(a, b api.Pool) bool {
-	return a.Name == b.Name && a.Selection == b.Selection && a.MinHealthy == b.MinHealthy && a.Provider == b.Provider &&
+	return a.Name == b.Name && a.Selection == b.Selection && a.MinHealthy == b.MinHealthy && reflect.DeepEqual(a.Provider, b.Provider) &&
 		maps.Equal(a.Labels, b.Labels) && a.Tokens == b.Tokens && a.Eligible == b.Eligible &&
 		a.CreatedAt.Equal(b.CreatedAt) && a.UpdatedAt.Equal(b.UpdatedAt) &&
 		a.CreateIndex == b.CreateIndex && a.ModifyIndex == b.ModifyIndex
@@ -509,5 +510,38 @@ func testExpiry(t *testing.T, ta *testAgent, c *conn) {
 	list := expect(t, c.get(t, "/v1/pools/"+pool+"/tokens"), http.StatusOK)
 	if !strings.Contains(string(list.Body), expiring) {
 		t.Errorf("expired token %s not listed: %s", expiring, list.Body)
+	}
+}
+
+// Provider secrets are write-only: they never come back from the API, nor
+// reach the log; the rest of the spec does.
+func TestProviderSecretsAreWriteOnly(t *testing.T) {
+	ta := startAgent(t)
+	for _, c := range ta.conns() {
+		secret := ta.secret("client-secret-" + c.name + "-Kq7")
+		header := ta.secret("Bearer hdr-" + c.name + "-Zp3")
+		other := ta.secret("second-client-" + c.name + "-Wv2")
+		c.putPool(t, c.name+"-oauth", api.PoolRequest{Provider: &api.Provider{
+			Type: "oauth2", TokenURL: "http://127.0.0.1:1/token", ClientID: "app", ClientSecret: secret, Scopes: []string{"read"},
+		}, Size: 1})
+		c.putPool(t, c.name+"-multi", api.PoolRequest{Provider: &api.Provider{
+			Type: "oauth2", TokenURL: "http://127.0.0.1:1/token",
+			Clients: []api.OAuth2Client{{ClientID: "a", ClientSecret: other}, {ClientID: "b", ClientSecret: other + "x"}},
+		}})
+		c.putPool(t, c.name+"-http", api.PoolRequest{Provider: &api.Provider{
+			Type: "http", URL: "http://127.0.0.1:1/issue", Headers: map[string]string{"Authorization": header},
+		}})
+		for _, path := range []string{"/v1/pools", "/v1/pools/" + c.name + "-oauth", "/v1/pools/" + c.name + "-multi", "/v1/pools/" + c.name + "-http"} {
+			r := expect(t, c.get(t, path), http.StatusOK)
+			assertNoSecrets(t, path, r.String(), []string{secret, header, other})
+		}
+		p := decode[api.Pool](t, expect(t, c.get(t, "/v1/pools/"+c.name+"-oauth"), http.StatusOK))
+		if p.Provider.Type != "oauth2" || p.Provider.ClientID != "app" || p.Provider.TokenURL != "http://127.0.0.1:1/token" || p.Provider.ClientSecret != "" || p.Size != 1 {
+			t.Errorf("oauth2 pool read back as %+v", p.Provider)
+		}
+		h := decode[api.Pool](t, expect(t, c.get(t, "/v1/pools/"+c.name+"-http"), http.StatusOK))
+		if v, ok := h.Provider.Headers["Authorization"]; !ok || v != "" {
+			t.Errorf("http pool headers read back as %v, want the name with no value", h.Provider.Headers)
+		}
 	}
 }

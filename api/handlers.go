@@ -63,8 +63,13 @@ func (s *server) putPool(w http.ResponseWriter, r *http.Request) error {
 		p.Health = *req.Health
 	}
 	if req.Provider != nil {
-		p.Provider.Type = tokens.ProviderType(req.Provider.Type)
+		p.Provider = req.Provider.ToSpec()
 	}
+	p.Size = req.Size
+	if req.Rotation != nil {
+		p.Rotation = *req.Rotation
+	}
+	p.HealthCheck = req.HealthCheck
 	if err := p.Normalize(); err != nil {
 		return err
 	}
@@ -512,8 +517,8 @@ func toPool(view View, p *tokens.Pool, toks []*tokens.Token) Pool {
 	}
 	return Pool{
 		Name: p.Name, Selection: string(p.Selection), MinHealthy: p.MinHealthy,
-		Provider: Provider{Type: string(p.Provider.Type)}, Labels: p.Labels,
-		Health: p.Health.WithDefaults(),
+		Provider: ProviderFromSpec(p.Provider), Labels: p.Labels,
+		Health: p.Health.WithDefaults(), Size: p.Size, Rotation: p.Rotation.WithDefaults(), HealthCheck: p.HealthCheck,
 		Tokens: len(toks), Eligible: eligible,
 		CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt, CreateIndex: p.CreateIndex, ModifyIndex: p.ModifyIndex,
 	}

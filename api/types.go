@@ -18,11 +18,46 @@ type PoolRequest struct {
 	// Health tunes how reports become health; omitted fields take the
 	// defaults.
 	Health *tokens.HealthPolicy `json:"health,omitempty"`
+	// Size is how many active tokens the leader keeps issued (default 2,
+	// for a provider that issues).
+	Size        int                    `json:"size,omitempty"`
+	Rotation    *tokens.RotationPolicy `json:"rotation,omitempty"`
+	HealthCheck *tokens.HealthCheck    `json:"health_check,omitempty"`
 }
 
-// Provider says how a pool's tokens are issued.
+// Provider says how a pool's tokens are issued: tokens.ProviderSpec on the
+// wire, with secrets as plain strings. Secrets are write-only: a pool read
+// back shows client ids and header names, never client secrets or header
+// values.
 type Provider struct {
-	Type string `json:"type"`
+	Type    string          `json:"type"`
+	Timeout tokens.Duration `json:"timeout,omitzero"`
+	// exec
+	Command       []string `json:"command,omitempty"`
+	RevokeCommand []string `json:"revoke_command,omitempty"`
+	Env           []string `json:"env,omitempty"`
+	// oauth2
+	TokenURL     string            `json:"token_url,omitempty"`
+	ClientID     string            `json:"client_id,omitempty"`
+	ClientSecret string            `json:"client_secret,omitempty"`
+	Clients      []OAuth2Client    `json:"clients,omitempty"`
+	Scopes       []string          `json:"scopes,omitempty"`
+	Params       map[string]string `json:"params,omitempty"`
+	// http
+	URL            string            `json:"url,omitempty"`
+	Method         string            `json:"method,omitempty"`
+	Headers        map[string]string `json:"headers,omitempty"`
+	Body           string            `json:"body,omitempty"`
+	TokenField     string            `json:"token_field,omitempty"`
+	ExpiresAtField string            `json:"expires_at_field,omitempty"`
+	ExpiresInField string            `json:"expires_in_field,omitempty"`
+	RevokeURL      string            `json:"revoke_url,omitempty"`
+}
+
+// OAuth2Client is one client credential of an oauth2 provider.
+type OAuth2Client struct {
+	ClientID     string `json:"client_id"`
+	ClientSecret string `json:"client_secret,omitempty"`
 }
 
 // Pool is a pool as the API shows it.
@@ -33,7 +68,10 @@ type Pool struct {
 	Provider   Provider          `json:"provider"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	// Health is the pool's health policy, defaults filled in.
-	Health tokens.HealthPolicy `json:"health"`
+	Health      tokens.HealthPolicy   `json:"health"`
+	Size        int                   `json:"size,omitempty"`
+	Rotation    tokens.RotationPolicy `json:"rotation"`
+	HealthCheck *tokens.HealthCheck   `json:"health_check,omitempty"`
 	// Tokens counts the pool's tokens; Eligible those this agent would serve
 	// now.
 	Tokens      int       `json:"tokens"`

@@ -34,7 +34,7 @@ func TestPoolUpsert(t *testing.T) {
 	}))
 	p := h.pool("github").Pool
 	want := tokens.Pool{
-		Name: "github", Selection: tokens.SelectPriority, Provider: tokens.Provider{Type: tokens.ProviderStatic},
+		Name: "github", Selection: tokens.SelectPriority, Provider: tokens.ProviderSpec{Type: tokens.ProviderStatic},
 		CreatedAt: t0, UpdatedAt: t0, CreateIndex: 1, ModifyIndex: 1,
 	}
 	if !reflect.DeepEqual(*p, want) {
@@ -54,7 +54,7 @@ func TestPoolUpsert(t *testing.T) {
 	}))
 	ps := h.pool("github")
 	want = tokens.Pool{
-		Name: "github", Selection: tokens.SelectRoundRobin, MinHealthy: 2, Provider: tokens.Provider{Type: tokens.ProviderStatic},
+		Name: "github", Selection: tokens.SelectRoundRobin, MinHealthy: 2, Provider: tokens.ProviderSpec{Type: tokens.ProviderStatic},
 		Labels: map[string]string{"team": "payments"},
 		// Stored as written: zero fields mean the defaults.
 		Health:    tokens.HealthPolicy{Window: 10, ReportQuorum: 2, DefaultCooldown: tokens.Duration(90 * time.Second)},

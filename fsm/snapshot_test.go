@@ -39,13 +39,13 @@ func restoreInto(t testing.TB, snap []byte) *FSM {
 func fullState() *State {
 	at := func(d time.Duration) time.Time { return t0.Add(d) }
 	p1 := &tokens.Pool{
-		Name: "github", Selection: tokens.SelectRoundRobin, MinHealthy: 3, Provider: tokens.Provider{Type: tokens.ProviderStatic},
+		Name: "github", Selection: tokens.SelectRoundRobin, MinHealthy: 3, Provider: tokens.ProviderSpec{Type: tokens.ProviderStatic},
 		Labels: map[string]string{"team": "payments", "note": "ünïcödé, spaces and \"quotes\""},
 		Health: tokens.HealthPolicy{Window: 30, DegradedFailures: 7, DegradedRatio: 0.3, OutcomeTTL: tokens.Duration(90 * time.Second),
 			DefaultCooldown: tokens.Duration(2 * time.Minute), ReportQuorum: 3, ReportWindow: tokens.Duration(time.Hour)},
 		CreatedAt: at(0), UpdatedAt: at(time.Hour), CreateIndex: 1, ModifyIndex: 40,
 	}
-	p2 := &tokens.Pool{Name: "empty", Selection: tokens.SelectPriority, Provider: tokens.Provider{Type: tokens.ProviderStatic}, CreatedAt: at(time.Minute), UpdatedAt: at(time.Minute), CreateIndex: 2, ModifyIndex: 2}
+	p2 := &tokens.Pool{Name: "empty", Selection: tokens.SelectPriority, Provider: tokens.ProviderSpec{Type: tokens.ProviderStatic}, CreatedAt: at(time.Minute), UpdatedAt: at(time.Minute), CreateIndex: 2, ModifyIndex: 2}
 	tk := func(id string, prio int, idx uint64, l tokens.Lifecycle, h tokens.Health) *tokens.Token {
 		return &tokens.Token{
 			ID: id, Pool: "github", Value: tokens.Secret("sealed:" + id), Fingerprint: tokens.Fingerprint([]byte(id)),

@@ -31,9 +31,15 @@ var SelectionPolicies = []SelectionPolicy{SelectPriority, SelectRoundRobin, Sele
 type Lifecycle string
 
 const (
-	LifecycleActive   Lifecycle = "active"
+	LifecycleActive Lifecycle = "active"
+	// LifecycleRetiring: replaced, still valid until RetireAt, served only
+	// when no active token is eligible, then revoked and removed.
 	LifecycleRetiring Lifecycle = "retiring"
 	LifecycleRevoked  Lifecycle = "revoked"
+	// LifecycleOrphaned: issued by a rotation that was closed before it
+	// could record the token (a deposed leader's late result). Never
+	// served; revoked and removed like a retiring token.
+	LifecycleOrphaned Lifecycle = "orphaned"
 )
 
 // HealthState says whether a token may be served.
@@ -61,23 +67,39 @@ type Health struct {
 // ProviderType names how a pool's tokens are issued.
 type ProviderType string
 
-// ProviderStatic: operators add tokens; tokend tracks and fails over.
-const ProviderStatic ProviderType = "static"
+// Provider types.
+const (
+	// ProviderStatic: operators add tokens; tokend tracks, checks and fails
+	// over, and alerts when one is due, but never issues.
+	ProviderStatic ProviderType = "static"
+	// ProviderExec runs a command that prints a token, like
+	// credential_process.
+	ProviderExec ProviderType = "exec"
+	// ProviderOAuth2 runs the OAuth 2.0 client-credentials grant.
+	ProviderOAuth2 ProviderType = "oauth2"
+	// ProviderHTTP calls an issuing endpoint.
+	ProviderHTTP ProviderType = "http"
+)
 
-// Provider configures how a pool's tokens are issued.
-type Provider struct {
-	Type ProviderType `json:"type"`
-}
+// ProviderTypes lists every provider type.
+var ProviderTypes = []ProviderType{ProviderStatic, ProviderExec, ProviderOAuth2, ProviderHTTP}
 
 // Pool is a named set of interchangeable tokens for one upstream API.
 type Pool struct {
 	Name       string            `json:"name"`
 	Selection  SelectionPolicy   `json:"selection"`
 	MinHealthy int               `json:"min_healthy"`
-	Provider   Provider          `json:"provider"`
+	Provider   ProviderSpec      `json:"provider"`
 	Labels     map[string]string `json:"labels,omitempty"`
 	// Health holds the pool's rules for reports; zero fields are defaults.
 	Health HealthPolicy `json:"health,omitzero"`
+	// Size is how many active tokens the leader keeps issued, for a
+	// provider that issues (default 2).
+	Size int `json:"size,omitempty"`
+	// Rotation says when tokens are replaced; zero fields are defaults.
+	Rotation RotationPolicy `json:"rotation,omitzero"`
+	// HealthCheck, when set, has the leader probe every token.
+	HealthCheck *HealthCheck `json:"health_check,omitempty"`
 
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
@@ -101,6 +123,16 @@ type Token struct {
 	NotBefore time.Time         `json:"not_before,omitzero"`
 	Lifecycle Lifecycle         `json:"lifecycle"`
 	Health    Health            `json:"health"`
+	// Metadata is what the provider said about the token (issuer, scopes,
+	// client id); never secret.
+	Metadata map[string]string `json:"metadata,omitempty"`
+	// RotationID names the rotation that issued the token, and Generation
+	// its place in the pool's sequence of rotations; empty and zero for
+	// tokens an operator added.
+	RotationID string `json:"rotation_id,omitempty"`
+	Generation uint64 `json:"generation,omitempty"`
+	// RetireAt is when a retiring or orphaned token is revoked and removed.
+	RetireAt time.Time `json:"retire_at,omitzero"`
 
 	CreatedAt   time.Time `json:"created_at"`
 	CreateIndex uint64    `json:"create_index"`

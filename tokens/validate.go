@@ -89,12 +89,19 @@ func (p *Pool) Normalize() error {
 	if p.MinHealthy < 0 || p.MinHealthy > MaxTokensPerPool {
 		return invalidf("min_healthy must be between 0 and %d, got %d", MaxTokensPerPool, p.MinHealthy)
 	}
-	switch p.Provider.Type {
-	case "":
+	if p.Provider.Type == "" {
 		p.Provider.Type = ProviderStatic
-	case ProviderStatic:
-	default:
-		return invalidf("provider type %q is not supported: use %q", truncate(string(p.Provider.Type), 40), ProviderStatic)
+	}
+	if err := p.Provider.Validate(); err != nil {
+		return err
+	}
+	if err := p.validateRotation(); err != nil {
+		return err
+	}
+	if p.HealthCheck != nil {
+		if err := p.HealthCheck.Validate(); err != nil {
+			return err
+		}
 	}
 	if err := p.Health.Validate(); err != nil {
 		return err

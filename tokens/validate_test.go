@@ -167,12 +167,12 @@ func TestPoolNormalize(t *testing.T) {
 		}
 	})
 	t.Run("keeps explicit values", func(t *testing.T) {
-		p := Pool{Name: "github", Selection: SelectRoundRobin, MinHealthy: 3, Provider: Provider{Type: ProviderStatic}, Labels: map[string]string{"team": "x"}}
+		p := Pool{Name: "github", Selection: SelectRoundRobin, MinHealthy: 3, Provider: ProviderSpec{Type: ProviderStatic}, Labels: map[string]string{"team": "x"}}
 		want := p
 		if err := p.Normalize(); err != nil {
 			t.Fatal(err)
 		}
-		if p.Selection != want.Selection || p.MinHealthy != want.MinHealthy || p.Provider != want.Provider || p.Labels["team"] != "x" {
+		if p.Selection != want.Selection || p.MinHealthy != want.MinHealthy || p.Provider.Type != want.Provider.Type || p.Labels["team"] != "x" {
 			t.Errorf("Normalize changed %+v into %+v", want, p)
 		}
 	})
@@ -195,7 +195,7 @@ func TestPoolNormalize(t *testing.T) {
 		{"selection in wrong case", Pool{Name: "p", Selection: "Priority"}, "selection"},
 		{"negative min_healthy", Pool{Name: "p", MinHealthy: -1}, "min_healthy"},
 		{"huge min_healthy", Pool{Name: "p", MinHealthy: MaxTokensPerPool + 1}, "min_healthy"},
-		{"unsupported provider", Pool{Name: "p", Provider: Provider{Type: "exec"}}, "provider"},
+		{"unsupported provider", Pool{Name: "p", Provider: ProviderSpec{Type: "nope"}}, "provider"},
 		{"bad label", Pool{Name: "p", Labels: map[string]string{"Bad": "v"}}, "label key"},
 	}
 	for _, tt := range tests {
