@@ -33,7 +33,11 @@ type Agent struct {
 	reads   *reader
 	forward *forwarder
 	monitor *monitor
+	rotator *rotator
 	metrics *metrics
+	// ready is closed once New has built everything; leader tasks, which
+	// may start while the cluster is still being built, wait for it.
+	ready chan struct{}
 
 	httpAddr   string
 	handler    http.Handler
@@ -50,7 +54,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
-	a := &Agent{cfg: cfg, logger: cfg.Logger, errCh: make(chan error, 4)}
+	a := &Agent{cfg: cfg, logger: cfg.Logger, errCh: make(chan error, 4), ready: make(chan struct{})}
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create data dir: %w", err)
@@ -73,6 +77,7 @@ func New(cfg Config) (*Agent, error) {
 
 	a.fsm = fsm.New(a.logger.Named("fsm"))
 	a.monitor = newMonitor(a.fsm, a.logger.Named("monitor"))
+	a.rotator = newRotator(a, cfg.RotationInterval)
 	a.cluster, err = cluster.New(cluster.Config{
 		NodeID:            id,
 		NodeName:          cfg.NodeName,
@@ -89,14 +94,15 @@ func New(cfg Config) (*Agent, error) {
 		DeadServerTimeout: cfg.DeadServerTimeout,
 		Timing:            cfg.Timing,
 		Logger:            a.logger.Named("cluster"),
-		LeaderTasks:       []func(context.Context){a.monitor.run},
+		LeaderTasks:       []func(context.Context){a.whenReady(a.monitor.run), a.whenReady(a.rotator.run)},
 	}, a.fsm)
 	if err != nil {
 		httpLn.Close()
 		return nil, err
 	}
 	a.cluster.HandleLeader(leaderReports, a.monitor.handle)
-	a.monitor.start(a.cluster)
+	a.cluster.HandleLeader(leaderRotate, a.rotator.handleRotate)
+	a.monitor.cluster = a.cluster
 
 	ctx, stop := context.WithCancel(context.Background())
 	a.stop = stop
@@ -127,9 +133,21 @@ func New(cfg Config) (*Agent, error) {
 			}
 		})
 	}
+	close(a.ready)
 	a.logger.Info("agent started", "node", cfg.NodeName, "id", id, "http", a.httpAddr, "socket", cfg.SocketPath,
 		"raft", a.cluster.RaftAddr(), "gossip", a.cluster.GossipAddr(), "region", cfg.Region, "zone", cfg.Zone)
 	return a, nil
+}
+
+// whenReady delays a leader task until the agent is fully built.
+func (a *Agent) whenReady(task func(context.Context)) func(context.Context) {
+	return func(ctx context.Context) {
+		select {
+		case <-a.ready:
+			task(ctx)
+		case <-ctx.Done():
+		}
+	}
 }
 
 func (a *Agent) goFunc(f func()) {
@@ -191,6 +209,10 @@ func (a *Agent) GossipAddr() string { return a.cluster.GossipAddr() }
 
 // IsLeader reports whether this agent leads the cluster.
 func (a *Agent) IsLeader() bool { return a.cluster.IsLeader() }
+
+// TransferLeadership makes this agent, if it leads, hand leadership to
+// another voter.
+func (a *Agent) TransferLeadership() error { return a.cluster.TransferLeadership() }
 
 // LeaderID returns the Raft server id and address of the leader this agent
 // knows, empty if none.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"time"
 
@@ -125,6 +126,19 @@ func mustToken(a *Agent, pool, id string, h tokens.Health) *tokens.Token {
 
 func (b *backend) ResetToken(ctx context.Context, pool, id string) (uint64, error) {
 	return b.apply(ctx, fsm.TokenResetType, fsm.TokenResetRequest{Pool: pool, ID: id, By: b.a.cfg.NodeName, At: time.Now()})
+}
+
+func (b *backend) Rotate(ctx context.Context, pool, token string) ([]string, error) {
+	body, err := json.Marshal(rotateRequest{Pool: pool, Token: token})
+	if err != nil {
+		return nil, err
+	}
+	out, err := b.a.cluster.CallLeader(ctx, leaderRotate, body)
+	if err != nil {
+		return nil, err
+	}
+	var ids []string
+	return ids, json.Unmarshal(out, &ids)
 }
 
 func (b *backend) Events(ctx context.Context, since uint64, limit int, wait time.Duration) (api.Events, error) {

@@ -51,7 +51,13 @@ type Config struct {
 	// ReportCommitWait is how long a report request waits for its change
 	// to commit before answering 202 and leaving it to the retry queue.
 	ReportCommitWait time.Duration
-	Logger           hclog.Logger
+	// RotationInterval is how often the leader plans rotations and reaps
+	// retired tokens (default 1s).
+	RotationInterval time.Duration
+	// ProviderFactory builds providers; nil means BuildProvider. Tests set
+	// it to count and control provider calls.
+	ProviderFactory ProviderFactory
+	Logger          hclog.Logger
 }
 
 // normalize fills in defaults and checks what cannot be right.
@@ -113,6 +119,9 @@ func (c *Config) normalize() error {
 	}
 	if c.ReportCommitWait == 0 {
 		c.ReportCommitWait = 2 * time.Second
+	}
+	if c.RotationInterval == 0 {
+		c.RotationInterval = time.Second
 	}
 	return nil
 }

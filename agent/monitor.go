@@ -27,12 +27,9 @@ const monitorTick = time.Second
 // commits them, many per Raft entry. Its memory is soft state: a new leader
 // starts afresh.
 type monitor struct {
-	fsm    *fsm.FSM
-	logger hclog.Logger
-	// cluster is set by start, before ready is closed: the leader task may
-	// begin while the cluster is still being built.
+	fsm     *fsm.FSM
+	logger  hclog.Logger
 	cluster *cluster.Cluster
-	ready   chan struct{}
 
 	mu     sync.Mutex
 	active bool
@@ -55,23 +52,12 @@ type verdict struct {
 }
 
 func newMonitor(f *fsm.FSM, logger hclog.Logger) *monitor {
-	return &monitor{fsm: f, logger: logger, ready: make(chan struct{})}
-}
-
-// start gives the monitor the cluster it commits through.
-func (m *monitor) start(c *cluster.Cluster) {
-	m.cluster = c
-	close(m.ready)
+	return &monitor{fsm: f, logger: logger}
 }
 
 // run is the leader task: the monitor takes reports from the moment this
 // agent leads until ctx ends.
 func (m *monitor) run(ctx context.Context) {
-	select {
-	case <-m.ready:
-	case <-ctx.Done():
-		return
-	}
 	m.mu.Lock()
 	m.active = true
 	m.trackers = map[tokenKey]*tokens.Tracker{}

@@ -293,3 +293,11 @@ func (v *view) ReportStats(t *tokens.Token) *api.ReportStats {
 	}
 	return out
 }
+
+func (v *view) Rotations(pool string) ([]*tokens.Rotation, tokens.RotationStatus) {
+	ps, ok := v.state.Pool(pool)
+	if !ok {
+		return nil, tokens.RotationStatus{}
+	}
+	return ps.Rotations, ps.Status
+}

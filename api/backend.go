@@ -30,6 +30,9 @@ type Backend interface {
 	Report(ctx context.Context, pool, id string, outcome tokens.Outcome, retryAfter, latency time.Duration) (ReportResponse, error)
 	// ResetToken makes a token healthy again on an operator's word.
 	ResetToken(ctx context.Context, pool, id string) (uint64, error)
+	// Rotate has the leader rotate one token of a pool now, or every
+	// active one when token is empty, and returns the rotations' ids.
+	Rotate(ctx context.Context, pool, token string) ([]string, error)
 	// Events returns up to limit events after since, waiting up to wait
 	// for the first one.
 	Events(ctx context.Context, since uint64, limit int, wait time.Duration) (Events, error)
@@ -60,6 +63,8 @@ type View interface {
 	Eligible(t *tokens.Token) bool
 	// ReportStats counts the reports this agent received about t.
 	ReportStats(t *tokens.Token) *ReportStats
+	// Rotations returns a pool's open rotations and rotation record.
+	Rotations(pool string) ([]*tokens.Rotation, tokens.RotationStatus)
 	Now() time.Time
 }
 

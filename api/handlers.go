@@ -385,6 +385,30 @@ func (s *server) resetToken(w http.ResponseWriter, r *http.Request) error {
 	return tokenNotFound(pool, id) // removed right after the reset
 }
 
+func (s *server) rotate(w http.ResponseWriter, r *http.Request) error {
+	pool, err := pathName(r, "pool", "pool")
+	if err != nil {
+		return err
+	}
+	if err := onlyParams(r, "token"); err != nil {
+		return err
+	}
+	token := r.URL.Query().Get("token")
+	if token != "" && !tokens.ValidTokenID(token) {
+		return badRequest(fmt.Sprintf("token %q is not a token id: it must match %s", truncate(token), tokens.NamePatternString))
+	}
+	ids, err := s.b.Rotate(r.Context(), pool, token)
+	if err != nil {
+		return err
+	}
+	s.logger.Info("rotation requested", "pool", pool, "token", token, "rotations", len(ids))
+	if ids == nil {
+		ids = []string{}
+	}
+	writeJSON(w, http.StatusAccepted, RotateResponse{Rotations: ids})
+	return nil
+}
+
 // Bounds of GET /v1/events.
 const (
 	MaxEventsWait  = 5 * time.Minute
@@ -509,6 +533,11 @@ func tokenNotFound(pool, id string) error {
 }
 
 func toPool(view View, p *tokens.Pool, toks []*tokens.Token) Pool {
+	rots, status := view.Rotations(p.Name)
+	var open []tokens.Rotation
+	for _, r := range rots {
+		open = append(open, *r)
+	}
 	eligible := 0
 	for _, t := range toks {
 		if view.Eligible(t) {
@@ -519,6 +548,7 @@ func toPool(view View, p *tokens.Pool, toks []*tokens.Token) Pool {
 		Name: p.Name, Selection: string(p.Selection), MinHealthy: p.MinHealthy,
 		Provider: ProviderFromSpec(p.Provider), Labels: p.Labels,
 		Health: p.Health.WithDefaults(), Size: p.Size, Rotation: p.Rotation.WithDefaults(), HealthCheck: p.HealthCheck,
+		RotationStatus: status, OpenRotations: open,
 		Tokens: len(toks), Eligible: eligible,
 		CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt, CreateIndex: p.CreateIndex, ModifyIndex: p.ModifyIndex,
 	}
@@ -537,7 +567,8 @@ func toTokenInfo(view View, t *tokens.Token) TokenInfo {
 			Until:    timePtr(h.Until),
 			Reporter: h.Reporter,
 		},
-		Reports:   view.ReportStats(t),
+		Reports:  view.ReportStats(t),
+		Metadata: t.Metadata, RotationID: t.RotationID, Generation: t.Generation, RetireAt: timePtr(t.RetireAt),
 		CreatedAt: t.CreatedAt, CreateIndex: t.CreateIndex, ModifyIndex: t.ModifyIndex,
 	}
 }

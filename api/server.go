@@ -55,6 +55,7 @@ func NewHandler(b Backend, logger hclog.Logger) http.Handler {
 	route("/v1/pools/{pool}/tokens/{id}", map[string]handlerFunc{"GET": s.getTokenInfo, "DELETE": s.removeToken})
 	route("/v1/pools/{pool}/tokens/{id}/report", map[string]handlerFunc{"POST": s.report})
 	route("/v1/pools/{pool}/tokens/{id}/reset", map[string]handlerFunc{"POST": s.resetToken})
+	route("/v1/pools/{pool}/rotate", map[string]handlerFunc{"POST": s.rotate})
 	route("/v1/events", map[string]handlerFunc{"GET": s.events})
 	route("/v1/metrics", map[string]handlerFunc{"GET": s.metrics})
 	route("/v1/pools/{pool}/token", map[string]handlerFunc{"GET": s.fetchToken})

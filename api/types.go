@@ -72,6 +72,10 @@ type Pool struct {
 	Size        int                   `json:"size,omitempty"`
 	Rotation    tokens.RotationPolicy `json:"rotation"`
 	HealthCheck *tokens.HealthCheck   `json:"health_check,omitempty"`
+	// RotationStatus records the pool's rotations: failures, backoff, last
+	// success; OpenRotations are the ones in progress.
+	RotationStatus tokens.RotationStatus `json:"rotation_status"`
+	OpenRotations  []tokens.Rotation     `json:"open_rotations,omitempty"`
 	// Tokens counts the pool's tokens; Eligible those this agent would serve
 	// now.
 	Tokens      int       `json:"tokens"`
@@ -110,6 +114,13 @@ type TokenInfo struct {
 	NotBefore *time.Time        `json:"not_before,omitempty"`
 	Lifecycle string            `json:"lifecycle"`
 	Health    Health            `json:"health"`
+	// Metadata is what the provider said about the token; RotationID and
+	// Generation name the rotation that issued it; RetireAt is when a
+	// retiring token is revoked.
+	Metadata   map[string]string `json:"metadata,omitempty"`
+	RotationID string            `json:"rotation_id,omitempty"`
+	Generation uint64            `json:"generation,omitempty"`
+	RetireAt   *time.Time        `json:"retire_at,omitempty"`
 	// Reports counts the reports this agent received about the token.
 	Reports     *ReportStats `json:"reports,omitempty"`
 	CreatedAt   time.Time    `json:"created_at"`
@@ -174,6 +185,12 @@ type Events struct {
 	// Truncated says events after since were already dropped from the
 	// bounded log.
 	Truncated bool `json:"truncated,omitempty"`
+}
+
+// RotateResponse answers POST /v1/pools/{pool}/rotate: the rotations the
+// leader opened; their results arrive as events.
+type RotateResponse struct {
+	Rotations []string `json:"rotations"`
 }
 
 // WriteResponse answers a write with no other result.

@@ -261,6 +261,20 @@ func (c *Cluster) GossipAddr() string {
 	return c.gossip.LocalNode().Address()
 }
 
+// Term is the current Raft term. Leader tasks read it once when they start:
+// it cannot change while they run, and it fences their writes (a deposed
+// leader's writes carry an older term).
+func (c *Cluster) Term() uint64 { return c.raft.CurrentTerm() }
+
+// TransferLeadership asks the leader to hand leadership to another voter
+// and step down; it stays a member.
+func (c *Cluster) TransferLeadership() error {
+	if err := c.raft.LeadershipTransfer().Error(); err != nil {
+		return translateRaftError(err)
+	}
+	return nil
+}
+
 // IsLeader reports whether this agent is the Raft leader.
 func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }
 

@@ -13,12 +13,18 @@ import (
 type MessageType uint8
 
 const (
-	PoolUpsertType  MessageType = 1
-	PoolDeleteType  MessageType = 2
-	TokenAddType    MessageType = 3
-	TokenRemoveType MessageType = 4
-	TokenHealthType MessageType = 5
-	TokenResetType  MessageType = 6
+	PoolUpsertType      MessageType = 1
+	PoolDeleteType      MessageType = 2
+	TokenAddType        MessageType = 3
+	TokenRemoveType     MessageType = 4
+	TokenHealthType     MessageType = 5
+	TokenResetType      MessageType = 6
+	RotationBeginType   MessageType = 7
+	RotationResumeType  MessageType = 8
+	RotationCommitType  MessageType = 9
+	RotationFailType    MessageType = 10
+	RotationAbandonType MessageType = 11
+	TokenOrphanType     MessageType = 12
 )
 
 // IgnoreUnknownTypeFlag marks a type that an older agent may skip safely. A
@@ -40,6 +46,18 @@ func (t MessageType) String() string {
 		return "TokenHealth"
 	case TokenResetType:
 		return "TokenReset"
+	case RotationBeginType:
+		return "RotationBegin"
+	case RotationResumeType:
+		return "RotationResume"
+	case RotationCommitType:
+		return "RotationCommit"
+	case RotationFailType:
+		return "RotationFail"
+	case RotationAbandonType:
+		return "RotationAbandon"
+	case TokenOrphanType:
+		return "TokenOrphan"
 	}
 	return fmt.Sprintf("MessageType(%d)", uint8(t))
 }
@@ -70,6 +88,9 @@ type TokenRemoveRequest struct {
 	Pool string    `json:"pool"`
 	ID   string    `json:"id"`
 	At   time.Time `json:"at"`
+	// Reason says why, for the event: set by the reaper ("revoked at the
+	// provider"), empty for an operator.
+	Reason string `json:"reason,omitempty"`
 }
 
 // TokenHealthRequest carries the leader's health decisions. Many travel in
@@ -92,6 +113,64 @@ type TokenResetRequest struct {
 	ID   string    `json:"id"`
 	By   string    `json:"by"`
 	At   time.Time `json:"at"`
+}
+
+// RotationBeginRequest opens a rotation before the provider is called. Its
+// Generation must follow the pool's last one, so that two leaders' plans
+// cannot both open.
+type RotationBeginRequest struct {
+	Rotation tokens.Rotation `json:"rotation"`
+	At       time.Time       `json:"at"`
+}
+
+// RotationResumeRequest hands an open rotation to a new leader's term.
+type RotationResumeRequest struct {
+	Pool   string    `json:"pool"`
+	ID     string    `json:"id"`
+	Term   uint64    `json:"term"`
+	Leader string    `json:"leader"`
+	At     time.Time `json:"at"`
+}
+
+// RotationCommitRequest records the token a rotation issued. It is refused
+// unless the rotation is open and Term is the rotation's: a deposed leader's
+// late result then records the token as an orphan instead.
+type RotationCommitRequest struct {
+	Pool  string       `json:"pool"`
+	ID    string       `json:"id"`
+	Term  uint64       `json:"term"`
+	Token tokens.Token `json:"token"`
+	At    time.Time    `json:"at"`
+}
+
+// RotationFailRequest closes a rotation whose provider call failed, and sets
+// the pool's backoff.
+type RotationFailRequest struct {
+	Pool        string    `json:"pool"`
+	ID          string    `json:"id"`
+	Term        uint64    `json:"term"`
+	Error       string    `json:"error"`
+	NextAttempt time.Time `json:"next_attempt"`
+	At          time.Time `json:"at"`
+}
+
+// RotationAbandonRequest closes a rotation no leader will finish; a
+// credential its provider call issued may exist untracked, so the event says
+// so.
+type RotationAbandonRequest struct {
+	Pool   string    `json:"pool"`
+	ID     string    `json:"id"`
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+// TokenOrphanRequest records a credential a provider issued for a rotation
+// that was closed before it could be committed. It is kept, never served,
+// and revoked and removed by the reaper.
+type TokenOrphanRequest struct {
+	Token  tokens.Token `json:"token"`
+	Reason string       `json:"reason"`
+	At     time.Time    `json:"at"`
 }
 
 // Encode returns the log entry for a command.

@@ -298,7 +298,7 @@ func TestEventsTruncation(t *testing.T) {
 	}
 	// The snapshot carries the kept events and the dropped index.
 	snap := snapshotBytes(t, h.f)
-	if want := fmt.Sprintf(`{"format":"tokend-state","version":2,"applied_index":%d,"events_dropped":%d}`+"\n", total, lastDropped); !slices.Equal(snap[:len(want)], []byte(want)) {
+	if want := fmt.Sprintf(`{"format":"tokend-state","version":%d,"applied_index":%d,"events_dropped":%d}`+"\n", snapshotVersion, total, lastDropped); !slices.Equal(snap[:len(want)], []byte(want)) {
 		t.Errorf("snapshot header %q, want %q", snap[:len(want)], want)
 	}
 	g := restoreInto(t, snap)

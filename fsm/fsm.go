@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"runtime/debug"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -101,6 +102,18 @@ func (f *FSM) run(logger hclog.Logger, s *State, index uint64, entry []byte) (*S
 		apply = applyTokenHealth
 	case TokenResetType:
 		apply = applyTokenReset
+	case RotationBeginType:
+		apply = applyRotationBegin
+	case RotationResumeType:
+		apply = applyRotationResume
+	case RotationCommitType:
+		apply = applyRotationCommit
+	case RotationFailType:
+		apply = applyRotationFail
+	case RotationAbandonType:
+		apply = applyRotationAbandon
+	case TokenOrphanType:
+		apply = applyTokenOrphan
 	default:
 		if t&IgnoreUnknownTypeFlag != 0 {
 			logger.Warn("ignoring log entry of unknown type; an agent is newer than this one", "index", index, "type", uint8(t))
@@ -145,7 +158,8 @@ func applyPoolUpsert(s *State, index uint64, body []byte, _ hclog.Logger) (*Stat
 	ps := &PoolState{Pool: &p}
 	if old, ok := s.pools[p.Name]; ok {
 		p.CreatedAt, p.CreateIndex = old.Pool.CreatedAt, old.Pool.CreateIndex
-		ps.Tokens = old.Tokens
+		ps = old.shallow()
+		ps.Pool = &p
 	} else {
 		p.CreatedAt, p.CreateIndex = req.At, index
 	}
@@ -203,6 +217,8 @@ func applyTokenAdd(s *State, index uint64, body []byte, _ hclog.Logger) (*State,
 	t.Lifecycle = tokens.LifecycleActive
 	t.Health = tokens.Health{State: tokens.Healthy, Since: req.At}
 	t.CreatedAt, t.CreateIndex, t.ModifyIndex = req.At, index, index
+	// An operator's token was issued by no rotation, and is not retiring.
+	t.RotationID, t.Generation, t.RetireAt = "", 0, time.Time{}
 	ev := tokens.Event{Index: index, At: req.At, Type: tokens.EventTokenAdded, Pool: t.Pool, Token: t.ID, To: tokens.Healthy}
 	return s.withPool(t.Pool, ps.withToken(&t)), []tokens.Event{ev}, nil
 }
@@ -216,7 +232,7 @@ func applyTokenRemove(s *State, index uint64, body []byte, _ hclog.Logger) (*Sta
 	if err != nil {
 		return nil, nil, err
 	}
-	ev := tokens.Event{Index: index, At: req.At, Type: tokens.EventTokenRemoved, Pool: req.Pool, Token: req.ID}
+	ev := tokens.Event{Index: index, At: req.At, Type: tokens.EventTokenRemoved, Pool: req.Pool, Token: req.ID, Reason: truncateError(req.Reason)}
 	return s.withPool(req.Pool, ps.withoutToken(i)), []tokens.Event{ev}, nil
 }
 

@@ -489,7 +489,7 @@ func TestApplyCorruptEntries(t *testing.T) {
 		{"nil entry", nil},
 		{"empty entry", []byte{}},
 		{"type zero", []byte{0}},
-		{"unknown type", append([]byte{7}, `{"name":"p"}`...)},
+		{"unknown type", append([]byte{13}, `{"name":"p"}`...)},
 		{"highest type without the ignore flag", append([]byte{127}, `{}`...)},
 	}
 	for _, typ := range []MessageType{PoolUpsertType, PoolDeleteType, TokenAddType, TokenRemoveType, TokenHealthType, TokenResetType} {

@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -46,6 +47,25 @@ func FuzzApply(f *testing.F) {
 		append([]byte{byte(TokenResetType)}, `{"pool":"github","id":"tok_b","by":"alice","at":"2030-01-02T03:04:05-23:59"}`...),
 		append([]byte{byte(TokenResetType)}, `{"pool":"openai","id":"tok_e","by":"\u0000\ud800","at":"2030-01-02T10:00:00.123456789Z"}`...),
 		append([]byte{byte(TokenResetType)}, `{"pool":"github","id":"tok_gone","by":"alice","at":"2030-01-02T10:00:00Z"}`...),
+		// The rotation commands, against what everyCommand leaves in
+		// pool vault: rot_2 open in term 3 (top-up), rot_4 open in term
+		// 3 replacing tok_v2, generation 5.
+		append([]byte{byte(RotationBeginType)}, `{"rotation":{"id":"rot_6","pool":"vault","replaces":"tok_v3","reason":"failed","generation":6,"term":18446744073709551615,"leader":"\u0000","started_at":"9999-12-31T23:59:59Z","attempts":-5},"at":"2030-01-02T03:04:05+23:59"}`...),
+		append([]byte{byte(RotationBeginType)}, `{"rotation":{"id":"rot_6","pool":"vault","reason":"size","generation":18446744073709551615,"term":1},"at":"2030-01-02T10:00:00Z"}`...),
+		append([]byte{byte(RotationBeginType)}, `{"rotation":{"id":"rot_2","pool":"vault","replaces":"tok_v1","reason":"x","generation":6,"term":1}}`...),
+		append([]byte{byte(RotationResumeType)}, `{"pool":"vault","id":"rot_2","term":18446744073709551615,"leader":"node-9","at":"0001-01-01T00:00:00Z"}`...),
+		append([]byte{byte(RotationResumeType)}, `{"pool":"vault","id":"rot_4","term":4}`...),
+		append([]byte{byte(RotationCommitType)}, `{"pool":"vault","id":"rot_4","term":3,"token":{"id":"tok_v2","pool":"vault","value":"dmFsdWUtbmV3","fingerprint":"f","expires_at":"2030-01-02T12:04:06Z","retire_at":"2030-01-02T12:00:00Z","lifecycle":"orphaned","rotation_id":"rot_x","generation":7},"at":"2030-01-02T12:04:05Z"}`...),
+		append([]byte{byte(RotationCommitType)}, `{"pool":"vault","id":"rot_2","term":3,"token":{"id":"tok_v9","pool":"vault","value":"dmFsdWUtbmV3","fingerprint":"f","expires_at":"2030-01-02T12:04:06Z"},"at":"2030-01-02T12:04:05Z"}`...),
+		append([]byte{byte(RotationCommitType)}, `{"pool":"vault","id":"rot_2","term":3,"token":{"id":"tok_v9","pool":"vault","value":"dmFsdWUtbmV3","fingerprint":"f","metadata":{"a":"\ud800"}},"at":"2030-01-02T12:04:05-12:00"}`...),
+		append([]byte{byte(RotationFailType)}, `{"pool":"vault","id":"rot_4","term":3,"error":"`+strings.Repeat("€", 200)+`","next_attempt":"0001-01-01T00:00:00Z","at":"2030-01-02T12:00:00Z"}`...),
+		append([]byte{byte(RotationFailType)}, `{"pool":"vault","id":"rot_2","term":3,"error":"x`+strings.Repeat(`\u00e9`, 300)+`","next_attempt":"9999-12-31T23:59:59+14:00"}`...),
+		append([]byte{byte(RotationAbandonType)}, `{"pool":"vault","id":"rot_4","reason":"`+strings.Repeat(`\ud83d\ude00`, 200)+`"}`...),
+		append([]byte{byte(TokenOrphanType)}, `{"token":{"id":"tok_v9","pool":"vault","value":"dmFsdWUtdjM=","fingerprint":"`+tokens.Fingerprint([]byte("value-v3"))+`"},"reason":"held"}`...),
+		append([]byte{byte(TokenOrphanType)}, `{"token":{"id":"tok_v9","pool":"vault","value":"eA==","fingerprint":"g","expires_at":"0001-01-01T00:00:01Z","not_before":"9999-01-01T00:00:00Z","lifecycle":"active","rotation_id":"Not Valid","generation":18446744073709551615},"reason":"late","at":"2030-01-02T12:00:00+05:30"}`...),
+		append([]byte{byte(TokenRemoveType)}, `{"pool":"vault","id":"tok_v1","reason":"`+strings.Repeat("ü", 300)+`","at":"2030-01-02T12:00:00Z"}`...),
+		append([]byte{byte(TokenAddType)}, `{"token":{"id":"tok_v9","pool":"vault","value":"eA==","fingerprint":"h","rotation_id":"rot_2","generation":3,"retire_at":"2030-01-02T12:00:00Z","lifecycle":"retiring"},"at":"2030-01-02T12:00:00Z"}`...),
+		append([]byte{byte(PoolDeleteType)}, `{"name":"vault","force":true}`...),
 	}
 	for _, e := range extra {
 		f.Add(joinEntries(append(slices.Clone(entries), e)))
@@ -105,6 +125,7 @@ func FuzzApply(f *testing.F) {
 			}
 		}
 		checkInvariants(t, a.State())
+		checkRotationRules(t, a.State())
 		checkEvents(t, a)
 		snapA, snapB := snapshotBytes(t, a), snapshotBytes(t, b)
 		if !bytes.Equal(snapA, snapB) {
@@ -181,8 +202,29 @@ func FuzzRestore(f *testing.F) {
 	f.Add(good[:len(good)/2])
 	f.Add(good[:len(good)-20])
 	f.Add(bytes.Replace(good, []byte(`"count":`), []byte(`"count":1`), 1))
-	f.Add(bytes.Replace(good, []byte(`"version":2`), []byte(`"version":1`), 1))
-	f.Add(bytes.Replace(good, []byte(`"version":2`), []byte(`"version":3`), 1))
+	v2, err := os.ReadFile(filepath.Join("testdata", "snapshot-v2.jsonl"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(v2)
+	current := fmt.Appendf(nil, `"version":%d`, snapshotVersion)
+	if !bytes.Contains(good, current) || !bytes.Contains(good, []byte(`"type":"rotation"`)) || !bytes.Contains(good, []byte(`"status":{`)) {
+		f.Fatalf("everyCommand's snapshot is not of version %d with rotations and status:\n%s", snapshotVersion, good)
+	}
+	// Older and newer versions of the current stream: its rotation
+	// records and status are not valid before version 3.
+	for _, v := range []int{1, 2, snapshotVersion + 1} {
+		f.Add(bytes.Replace(good, current, fmt.Appendf(nil, `"version":%d`, v), 1))
+	}
+	f.Add(bytes.Replace(v2, []byte(`"version":2`), current, 1))
+	// Rotations and status edited: a rotation twice, in another pool, in
+	// an unknown pool, without a rotation; a status that is not one.
+	f.Add(bytes.Replace(good, []byte(`{"type":"rotation","rotation":{"id":"rot_4"`), []byte(`{"type":"rotation","rotation":{"id":"rot_2"`), 1))
+	f.Add(bytes.Replace(good, []byte(`"rotation":{"id":"rot_4","pool":"vault"`), []byte(`"rotation":{"id":"rot_4","pool":"github"`), 1))
+	f.Add(bytes.Replace(good, []byte(`"rotation":{"id":"rot_4","pool":"vault"`), []byte(`"rotation":{"id":"rot_4","pool":"nope"`), 1))
+	f.Add(bytes.Replace(good, []byte(`{"type":"rotation","rotation":{`), []byte(`{"type":"rotation","pool":{`), 1))
+	f.Add(bytes.Replace(good, []byte(`"status":{`), []byte(`"status":{"generation":-1,`), 1))
+	f.Add(bytes.Replace(good, []byte(`"status":{`), []byte(`"status":{},"x":{`), 1))
 	f.Add(bytes.Replace(good, []byte(`"applied_index":`), []byte(`"events_dropped":30,"applied_index":`), 1))
 	f.Add(bytes.Replace(good, []byte(`"index":1,`), []byte(`"index":100,`), 1))
 	f.Add(bytes.Replace(v1, []byte(`"version":1`), []byte(`"version":2`), 1))

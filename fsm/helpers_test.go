@@ -261,26 +261,72 @@ func by(reporter string, h tokens.Health) tokens.Health {
 
 // frozenPool is a deep copy of a PoolState.
 type frozenPool struct {
-	Pool   tokens.Pool
-	Tokens []tokens.Token
+	Pool      tokens.Pool
+	Tokens    []tokens.Token
+	Rotations []tokens.Rotation
+	Status    tokens.RotationStatus
 }
 
 // freeze deep-copies s, so that it can be compared after later Applies. The
-// JSON encoding drops empty label maps, so empty and nil count as the same.
+// JSON encoding drops empty maps and slices, so empty and nil count as the
+// same.
 func freeze(s *State) map[string]frozenPool {
 	out := map[string]frozenPool{}
 	for name, ps := range s.pools {
-		fp := frozenPool{Pool: *ps.Pool}
-		fp.Pool.Labels = cloneLabels(fp.Pool.Labels)
+		fp := frozenPool{Pool: clonePool(*ps.Pool), Status: ps.Status}
 		for _, t := range ps.Tokens {
 			c := *t
 			c.Labels = cloneLabels(c.Labels)
+			c.Metadata = cloneLabels(c.Metadata)
 			c.Value = slices.Clone(c.Value)
 			fp.Tokens = append(fp.Tokens, c)
+		}
+		for _, r := range ps.Rotations {
+			fp.Rotations = append(fp.Rotations, *r)
 		}
 		out[name] = fp
 	}
 	return out
+}
+
+// clonePool deep-copies what a pool definition holds by reference.
+func clonePool(p tokens.Pool) tokens.Pool {
+	p.Labels = cloneLabels(p.Labels)
+	pr := &p.Provider
+	pr.Command, pr.RevokeCommand, pr.Env, pr.Scopes = cloneSlice(pr.Command), cloneSlice(pr.RevokeCommand), cloneSlice(pr.Env), cloneSlice(pr.Scopes)
+	pr.ClientSecret = cloneSlice(pr.ClientSecret)
+	pr.Params = cloneLabels(pr.Params)
+	if len(pr.Clients) == 0 {
+		pr.Clients = nil
+	} else {
+		clients := make([]tokens.OAuth2Client, len(pr.Clients))
+		for i, c := range pr.Clients {
+			clients[i] = tokens.OAuth2Client{ClientID: c.ClientID, ClientSecret: slices.Clone(c.ClientSecret)}
+		}
+		pr.Clients = clients
+	}
+	if len(pr.Headers) == 0 {
+		pr.Headers = nil
+	} else {
+		headers := make(map[string]tokens.Secret, len(pr.Headers))
+		for k, v := range pr.Headers {
+			headers[k] = slices.Clone(v)
+		}
+		pr.Headers = headers
+	}
+	if p.HealthCheck != nil {
+		hc := *p.HealthCheck
+		hc.ExpectStatus = cloneSlice(hc.ExpectStatus)
+		p.HealthCheck = &hc
+	}
+	return p
+}
+
+func cloneSlice[S ~[]E, E any](s S) S {
+	if len(s) == 0 {
+		return nil
+	}
+	return slices.Clone(s)
 }
 
 func cloneLabels(m map[string]string) map[string]string {
@@ -333,6 +379,61 @@ func checkInvariants(t testing.TB, s *State) {
 				t.Fatalf("pool %q: tokens %q and %q are not in Less order", name, ps.Tokens[i-1].ID, tk.ID)
 			}
 		}
+		rotations := map[string]bool{}
+		for i, r := range ps.Rotations {
+			if r == nil {
+				t.Fatalf("pool %q: rotation %d is nil", name, i)
+			}
+			if r.Pool != name {
+				t.Fatalf("rotation %q of pool %q says its pool is %q", r.ID, name, r.Pool)
+			}
+			if rotations[r.ID] {
+				t.Fatalf("pool %q holds rotation %q twice", name, r.ID)
+			}
+			rotations[r.ID] = true
+		}
+	}
+}
+
+// checkRotationRules fails if s, a state that commands built, breaks the
+// rules the rotation commands keep (a restored state holds whatever the
+// snapshot held).
+func checkRotationRules(t testing.TB, s *State) {
+	t.Helper()
+	for name, ps := range s.pools {
+		if len(ps.Rotations) > maxOpenRotations {
+			t.Fatalf("pool %q has %d rotations open", name, len(ps.Rotations))
+		}
+		replacing := map[string]string{}
+		for _, r := range ps.Rotations {
+			if !tokens.ValidName(r.ID) || r.Term == 0 || r.Reason == "" || r.Attempts < 1 || r.StartedAt.IsZero() {
+				t.Fatalf("pool %q holds an open rotation no begin could make: %+v", name, r)
+			}
+			if r.Generation == 0 || r.Generation > ps.Status.Generation {
+				t.Fatalf("pool %q: rotation %q has generation %d, the pool's is %d", name, r.ID, r.Generation, ps.Status.Generation)
+			}
+			if other, dup := replacing[r.Replaces]; dup && r.Replaces != "" {
+				t.Fatalf("pool %q: rotations %q and %q both replace %q", name, other, r.ID, r.Replaces)
+			}
+			replacing[r.Replaces] = r.ID
+		}
+		for _, tk := range ps.Tokens {
+			switch tk.Lifecycle {
+			case tokens.LifecycleActive:
+				if !tk.RetireAt.IsZero() {
+					t.Fatalf("active token %s/%s has retire_at %s", name, tk.ID, tk.RetireAt)
+				}
+			case tokens.LifecycleRetiring, tokens.LifecycleOrphaned:
+				if tk.RetireAt.IsZero() {
+					t.Fatalf("%s token %s/%s has no retire_at", tk.Lifecycle, name, tk.ID)
+				}
+			default:
+				t.Fatalf("token %s/%s has lifecycle %q, which no command sets", name, tk.ID, tk.Lifecycle)
+			}
+			if tk.Lifecycle != tokens.LifecycleOrphaned && (tk.RotationID == "") != (tk.Generation == 0) {
+				t.Fatalf("token %s/%s has rotation %q and generation %d", name, tk.ID, tk.RotationID, tk.Generation)
+			}
+		}
 	}
 }
 
@@ -372,10 +473,11 @@ func version1Commands(t testing.TB) [][]byte {
 	}
 }
 
-// everyCommand returns a sequence of entries that uses every command type,
-// accepted and rejected, and every health transition, starting from empty
-// state: version1Commands, then the commands version 2 added.
-func everyCommand(t testing.TB) [][]byte {
+// version2Commands is the history that testdata/snapshot-v2.jsonl was
+// written from: it uses every command type, accepted and rejected, and
+// every health transition that version 2 had, starting from empty state:
+// version1Commands, then the commands version 2 added.
+func version2Commands(t testing.TB) [][]byte {
 	e := func(typ MessageType, req any) []byte { return encode(t, typ, req) }
 	at := func(d time.Duration) time.Time { return t0.Add(5*time.Hour + d) }
 	return append(version1Commands(t),
@@ -408,4 +510,75 @@ func everyCommand(t testing.TB) [][]byte {
 		e(TokenAddType, tokenReq("spare", "tok_u", "value-u", 0, at(9*time.Minute))),
 		e(PoolDeleteType, PoolDeleteRequest{Name: "spare", Force: true, At: at(10 * time.Minute)}),
 	)
+}
+
+// everyCommand returns a sequence of entries that uses every command type,
+// accepted and rejected, and every health transition, starting from empty
+// state: version2Commands, then the rotation commands version 3 added. It
+// leaves rotations open and a pool with every status field set, and is the
+// history testdata/snapshot-v3.jsonl was written from.
+func everyCommand(t testing.TB) [][]byte {
+	e := func(typ MessageType, req any) []byte { return encode(t, typ, req) }
+	at := func(d time.Duration) time.Time { return t0.Add(6*time.Hour + d) }
+	rot := func(id, replaces string, gen, term uint64, leader, reason string) tokens.Rotation {
+		return tokens.Rotation{ID: id, Pool: "vault", Replaces: replaces, Reason: reason, Generation: gen, Term: term, Leader: leader}
+	}
+	begin := func(r tokens.Rotation, d time.Duration) []byte {
+		return e(RotationBeginType, RotationBeginRequest{Rotation: r, At: at(d)})
+	}
+	issued := func(id, value string, d time.Duration, mods ...func(*tokens.Token)) tokens.Token {
+		return tokenReq("vault", id, value, 0, at(d), mods...).Token
+	}
+	return append(version2Commands(t),
+		e(PoolUpsertType, issuingPool("vault", at(0), func(p *tokens.Pool) {
+			p.Size = 3
+			p.Rotation = tokens.RotationPolicy{Grace: tokens.Duration(30 * time.Second), MaxAge: tokens.Duration(24 * time.Hour)}
+		})),
+		e(TokenAddType, tokenReq("vault", "tok_v1", "value-v1", 0, at(time.Second), func(tk *tokens.Token) { tk.ExpiresAt = at(time.Hour) })),
+		e(TokenAddType, tokenReq("vault", "tok_v2", "value-v2", 1, at(time.Second))),
+		// Rejected: github is static.
+		e(RotationBeginType, RotationBeginRequest{Rotation: tokens.Rotation{ID: "rot_static", Pool: "github", Replaces: "tok_a", Reason: tokens.ReasonManual, Generation: 1, Term: 2}, At: at(time.Minute)}),
+		begin(rot("rot_1", "tok_v1", 1, 2, "node-1", tokens.ReasonRenewBefore), time.Minute),
+		// Rejected: a stale generation.
+		begin(rot("rot_2", "", 1, 2, "node-1", tokens.ReasonSize), time.Minute),
+		begin(rot("rot_2", "", 2, 2, "node-1", tokens.ReasonSize), time.Minute),
+		begin(rot("rot_3", "tok_v2", 3, 2, "node-1", tokens.ReasonMaxAge), time.Minute),
+		// Rejected: tok_v2 is being rotated.
+		begin(rot("rot_4", "tok_v2", 4, 2, "node-1", tokens.ReasonManual), time.Minute),
+		// Rejected: the same term.
+		e(RotationResumeType, RotationResumeRequest{Pool: "vault", ID: "rot_2", Term: 2, Leader: "node-2", At: at(2 * time.Minute)}),
+		e(RotationResumeType, RotationResumeRequest{Pool: "vault", ID: "rot_2", Term: 3, Leader: "node-2", At: at(2 * time.Minute)}),
+		e(RotationCommitType, RotationCommitRequest{Pool: "vault", ID: "rot_1", Term: 2, At: at(3 * time.Minute), Token: issued("tok_v3", "value-v3", 0, func(tk *tokens.Token) {
+			tk.ExpiresAt = at(2 * time.Hour)
+			tk.Metadata = map[string]string{"issuer": "vault", "client_id": "c1"}
+		})}),
+		// Rejected: rot_2 was resumed in term 3.
+		e(RotationCommitType, RotationCommitRequest{Pool: "vault", ID: "rot_2", Term: 2, At: at(3 * time.Minute), Token: issued("tok_v4", "value-v4", 0)}),
+		e(RotationFailType, RotationFailRequest{Pool: "vault", ID: "rot_3", Term: 2, Error: "issuer: 503 Service Unavailable", NextAttempt: at(4 * time.Minute), At: at(3 * time.Minute)}),
+		begin(rot("rot_4", "tok_v2", 4, 3, "node-2", tokens.ReasonMaxAge), 5*time.Minute),
+		begin(rot("rot_5", "", 5, 3, "node-2", tokens.ReasonSize), 5*time.Minute),
+		e(RotationAbandonType, RotationAbandonRequest{Pool: "vault", ID: "rot_5", Reason: "its leader's term ended; a credential may have been issued", At: at(6 * time.Minute)}),
+		// Rejected: rot_5 is closed.
+		e(RotationAbandonType, RotationAbandonRequest{Pool: "vault", ID: "rot_5", Reason: "again", At: at(6 * time.Minute)}),
+		// Rejected: rot_5 is closed.
+		e(RotationCommitType, RotationCommitRequest{Pool: "vault", ID: "rot_5", Term: 3, At: at(7 * time.Minute), Token: issued("tok_v5", "value-v5", 0)}),
+		e(TokenOrphanType, TokenOrphanRequest{Reason: "rotation rot_5 is not open", At: at(7 * time.Minute), Token: issued("tok_v5", "value-v5", 0, func(tk *tokens.Token) {
+			tk.RotationID, tk.Generation = "rot_5", 5
+		})}),
+		// Accepted, changes nothing: the pool holds the value.
+		e(TokenOrphanType, TokenOrphanRequest{Reason: "retried", At: at(8 * time.Minute), Token: issued("tok_v6", "value-v5", 0)}),
+		// Rejected: no such pool.
+		e(TokenOrphanType, TokenOrphanRequest{Reason: "no such pool", At: at(8 * time.Minute), Token: tokenReq("gone", "tok_v7", "value-v7", 0, at(0)).Token}),
+		e(TokenOrphanType, TokenOrphanRequest{Reason: "rotation rot_9 is not open", At: at(8 * time.Minute), Token: issued("tok_v8", "value-v8", 0)}),
+		e(TokenRemoveType, TokenRemoveRequest{Pool: "vault", ID: "tok_v8", Reason: "revoked at the provider", At: at(9 * time.Minute)}),
+		e(TokenHealthType, changes(change("vault", "tok_v1", failed("unauthorized", at(9*time.Minute))))),
+	)
+}
+
+// issuingPool is a pool whose provider issues tokens, so that it can be
+// rotated.
+func issuingPool(name string, at time.Time, mods ...func(*tokens.Pool)) PoolUpsertRequest {
+	return poolReq(name, at, append([]func(*tokens.Pool){func(p *tokens.Pool) {
+		p.Provider = tokens.ProviderSpec{Type: tokens.ProviderExec, Command: []string{"/usr/local/bin/issue-token", "--pool", name}}
+	}}, mods...)...)
 }

@@ -18,9 +18,10 @@ import (
 //
 //	version 1: pool and token records
 //	version 2: adds event records and the header's events_dropped
+//	version 3: adds rotation records and the pool record's status
 const (
 	snapshotFormat  = "tokend-state"
-	snapshotVersion = 2
+	snapshotVersion = 3
 )
 
 type snapshotHeader struct {
@@ -32,17 +33,20 @@ type snapshotHeader struct {
 }
 
 const (
-	recordPool  = "pool"
-	recordToken = "token"
-	recordEvent = "event"
-	recordEnd   = "end"
+	recordPool     = "pool"
+	recordToken    = "token"
+	recordRotation = "rotation"
+	recordEvent    = "event"
+	recordEnd      = "end"
 )
 
 type snapshotRecord struct {
-	Type  string        `json:"type"`
-	Pool  *tokens.Pool  `json:"pool,omitempty"`
-	Token *tokens.Token `json:"token,omitempty"`
-	Event *tokens.Event `json:"event,omitempty"`
+	Type     string                 `json:"type"`
+	Pool     *tokens.Pool           `json:"pool,omitempty"`
+	Status   *tokens.RotationStatus `json:"status,omitempty"`
+	Token    *tokens.Token          `json:"token,omitempty"`
+	Rotation *tokens.Rotation       `json:"rotation,omitempty"`
+	Event    *tokens.Event          `json:"event,omitempty"`
 	// Count, on the end record, is the number of records before it.
 	Count int `json:"count,omitempty"`
 }
@@ -71,12 +75,22 @@ func (s *snapshot) WriteTo(w io.Writer) (int64, error) {
 	}
 	count := 0
 	for _, ps := range s.state.Pools() {
-		if err := enc.Encode(snapshotRecord{Type: recordPool, Pool: ps.Pool}); err != nil {
+		rec := snapshotRecord{Type: recordPool, Pool: ps.Pool}
+		if ps.Status != (tokens.RotationStatus{}) {
+			rec.Status = &ps.Status
+		}
+		if err := enc.Encode(rec); err != nil {
 			return cw.n, err
 		}
 		count++
 		for _, t := range ps.Tokens {
 			if err := enc.Encode(snapshotRecord{Type: recordToken, Token: t}); err != nil {
+				return cw.n, err
+			}
+			count++
+		}
+		for _, r := range ps.Rotations {
+			if err := enc.Encode(snapshotRecord{Type: recordRotation, Rotation: r}); err != nil {
 				return cw.n, err
 			}
 			count++
@@ -142,7 +156,14 @@ func (f *FSM) Restore(r io.Reader) error {
 			if _, dup := next.pools[rec.Pool.Name]; dup {
 				return fmt.Errorf("snapshot record %d: pool %q appears twice", count, rec.Pool.Name)
 			}
-			next.pools[rec.Pool.Name] = &PoolState{Pool: rec.Pool}
+			if rec.Status != nil && h.Version < 3 {
+				return fmt.Errorf("snapshot record %d: pool status not valid in version %d", count, h.Version)
+			}
+			ps := &PoolState{Pool: rec.Pool}
+			if rec.Status != nil {
+				ps.Status = *rec.Status
+			}
+			next.pools[rec.Pool.Name] = ps
 		case recordToken:
 			if rec.Token == nil {
 				return fmt.Errorf("snapshot record %d: token record without a token", count)
@@ -157,6 +178,18 @@ func (f *FSM) Restore(r io.Reader) error {
 			}
 			seen[key] = true
 			ps.Tokens = append(ps.Tokens, rec.Token)
+		case recordRotation:
+			if h.Version < 3 || rec.Rotation == nil {
+				return fmt.Errorf("snapshot record %d: rotation record not valid in version %d", count, h.Version)
+			}
+			ps, ok := next.pools[rec.Rotation.Pool]
+			if !ok {
+				return fmt.Errorf("snapshot record %d: rotation %q belongs to pool %q, which the snapshot has not defined", count, rec.Rotation.ID, rec.Rotation.Pool)
+			}
+			if _, dup := ps.Rotation(rec.Rotation.ID); dup {
+				return fmt.Errorf("snapshot record %d: rotation %q appears twice", count, rec.Rotation.ID)
+			}
+			ps.Rotations = append(ps.Rotations, rec.Rotation)
 		case recordEvent:
 			if h.Version < 2 || rec.Event == nil {
 				return fmt.Errorf("snapshot record %d: event record not valid in version %d", count, h.Version)

@@ -62,7 +62,42 @@ func fullState() *State {
 	}
 	toks[3].Labels = nil
 	toks[3].ExpiresAt, toks[3].NotBefore = time.Time{}, time.Time{}
-	return &State{pools: map[string]*PoolState{"github": {Pool: p1, Tokens: toks}, "empty": {Pool: p2}}}
+	// A pool that rotates: every provider, rotation and health check
+	// field, a status with every field, open rotations, and tokens that
+	// rotations issued, retired and orphaned.
+	p3 := &tokens.Pool{
+		Name: "vault", Selection: tokens.SelectPriority, MinHealthy: 1, Size: 3,
+		Provider: tokens.ProviderSpec{Type: tokens.ProviderExec, Timeout: tokens.Duration(20 * time.Second),
+			Command: []string{"/bin/issue", "--pool", "vault"}, RevokeCommand: []string{"/bin/revoke"}, Env: []string{"VAULT_ADDR", "HOME"}},
+		Rotation: tokens.RotationPolicy{MaxAge: tokens.Duration(24 * time.Hour), RenewBefore: tokens.Duration(time.Hour), Grace: tokens.Duration(2 * time.Minute),
+			MinActive: 2, RetryMin: tokens.Duration(2 * time.Second), RetryMax: tokens.Duration(time.Minute), AlertBefore: tokens.Duration(30 * time.Minute)},
+		HealthCheck: &tokens.HealthCheck{URL: "https://api.example.com/user", Method: "HEAD", Header: "X-Token", Format: "token {{token}}", ExpectStatus: []int{200, 204},
+			Interval: tokens.Duration(time.Minute), Timeout: tokens.Duration(3 * time.Second), RateLimitRemainingHeader: "X-RateLimit-Remaining", RateLimitResetHeader: "X-RateLimit-Reset"},
+		CreatedAt: at(2 * time.Minute), UpdatedAt: at(3 * time.Minute), CreateIndex: 3, ModifyIndex: 9,
+	}
+	vt := func(id string, idx uint64, l tokens.Lifecycle, rot string, gen uint64, retire time.Time) *tokens.Token {
+		return &tokens.Token{
+			ID: id, Pool: "vault", Value: tokens.Secret("sealed:" + id), Fingerprint: tokens.Fingerprint([]byte(id)), Priority: 0,
+			ExpiresAt: at(48 * time.Hour), Lifecycle: l, Health: tokens.Health{State: tokens.Healthy, Since: at(time.Duration(idx) * time.Second)},
+			Metadata: map[string]string{"client_id": "c-" + id, "scope": "read write"}, RotationID: rot, Generation: gen, RetireAt: retire,
+			CreatedAt: at(time.Duration(idx) * time.Second), CreateIndex: idx, ModifyIndex: idx + 1,
+		}
+	}
+	vaultToks := []*tokens.Token{
+		vt("tok_v1", 10, tokens.LifecycleRetiring, "", 0, at(time.Hour)),
+		vt("tok_v2", 11, tokens.LifecycleActive, "rot_1", 1, time.Time{}),
+		vt("tok_v3", 12, tokens.LifecycleOrphaned, "rot_2", 2, at(2*time.Hour).In(time.FixedZone("", -7*3600))),
+	}
+	rotations := []*tokens.Rotation{
+		{ID: "rot_3", Pool: "vault", Replaces: "tok_v2", Reason: tokens.ReasonRenewBefore, Generation: 3, Term: 7, Leader: "node-2", StartedAt: at(time.Hour), Attempts: 2},
+		{ID: "rot_4", Pool: "vault", Reason: tokens.ReasonSize, Generation: 4, Term: 8, Leader: "node-ünï", StartedAt: at(time.Hour).In(time.FixedZone("", 3600)), Attempts: 1},
+	}
+	status := tokens.RotationStatus{Generation: 4, Failures: 3, NextAttempt: at(90 * time.Minute), LastError: "issuer: 503 \"unavailable\" ünï", LastSuccess: at(30 * time.Minute)}
+	return &State{pools: map[string]*PoolState{
+		"github": {Pool: p1, Tokens: toks},
+		"empty":  {Pool: p2},
+		"vault":  {Pool: p3, Tokens: vaultToks, Rotations: rotations, Status: status},
+	}}
 }
 
 // fullEvents is an event log in which every field of an event is set
@@ -77,6 +112,8 @@ func fullEvents() eventView {
 		{Index: 1203, At: at(time.Hour), Type: tokens.EventTokenReset, Pool: "github", Token: "tok_b", From: tokens.Failed, To: tokens.Healthy, Reason: "reset by operator", Reporter: "alice ünïcödé"},
 		{Index: 1204, At: at(2 * time.Hour).In(time.FixedZone("", 5*3600+1800)), Type: tokens.EventTokenRemoved, Pool: "github", Token: "tok_z"},
 		{Index: 1205, At: at(3 * time.Hour), Type: tokens.EventPoolDeleted, Pool: "old", Reason: "forced, with 3 tokens"},
+		{Index: 1206, At: at(4 * time.Hour), Type: tokens.EventRotationCommitted, Pool: "vault", Token: "tok_v2", To: tokens.Healthy, Reason: tokens.ReasonMaxAge, Reporter: "node-1", Rotation: "rot_1"},
+		{Index: 1206, At: at(4 * time.Hour), Type: tokens.EventTokenRetiring, Pool: "vault", Token: "tok_v1", Reason: "replaced by tok_v2", Rotation: "rot_1"},
 	}}
 }
 
@@ -301,7 +338,19 @@ func TestRestoreRejects(t *testing.T) {
 	}
 	one := func(s ...string) []string { return s }
 	endCount := func(n int) []string { return one(fmt.Sprintf(`{"type":"end","count":%d}`, n)) }
-	version := func(v string) []string { return one(strings.Replace(header, `"version":2`, `"version":`+v, 1)) }
+	current := fmt.Sprintf(`"version":%d`, snapshotVersion)
+	if !strings.Contains(header, current) {
+		t.Fatalf("header %s is not of version %d", header, snapshotVersion)
+	}
+	version := func(v string) []string { return one(strings.Replace(header, current, `"version":`+v, 1)) }
+	newer := fmt.Sprint(snapshotVersion + 1)
+	// Records of version 3: a pool's status and an open rotation, in pool
+	// github (body[0]) and openai (body[3]).
+	status := strings.Replace(body[0], `{"type":"pool",`, `{"type":"pool","status":{"generation":4,"failures":2,"last_error":"boom"},`, 1)
+	rotation := func(id, pool string) string {
+		return fmt.Sprintf(`{"type":"rotation","rotation":{"id":%q,"pool":%q,"replaces":"tok_a","reason":"manual","generation":4,"term":2,"leader":"node-1","started_at":"2030-01-02T03:04:05Z","attempts":1}}`, id, pool)
+	}
+	rot := rotation("rot_1", "github")
 	n := len(body) + len(events) // records before the end record
 	many := func(k int) []string {
 		out := make([]string, k)
@@ -320,7 +369,8 @@ func TestRestoreRejects(t *testing.T) {
 		{"wrong format", join(one(strings.Replace(header, "tokend-state", "consul-state", 1)), body, events, one(end)), "not a tokend snapshot"},
 		{"no format", join(one(`{"version":2,"applied_index":18}`), body, events, one(end)), "not a tokend snapshot"},
 		{"header not an object", join(one(`[1,2,3]`), body, events, one(end)), "header"},
-		{"newer version", join(version("3"), body, events, one(end)), "version 3"},
+		{"newer version", join(version(newer), body, events, one(end)), "version " + newer},
+		{"much newer version", join(version("1000"), body, events, one(end)), "version 1000"},
 		{"version zero", join(version("0"), body, events, one(end)), "version 0"},
 		{"negative version", join(version("-1"), body, events, one(end)), "version -1"},
 		{"header only", join(one(header)), "truncated"},
@@ -351,6 +401,19 @@ func TestRestoreRejects(t *testing.T) {
 		{"event older than the first", join(one(header), body, events, one(events[0]), endCount(n+1)), "out of order"},
 		{"more than MaxEvents events", join(one(header), body, many(tokens.MaxEvents+1), endCount(len(body)+tokens.MaxEvents+1)), "more than"},
 		{"many more than MaxEvents events", join(one(header), body, events, many(2*tokens.MaxEvents), endCount(n+2*tokens.MaxEvents)), "more than"},
+		{"rotation in a version 1 stream", join(version("1"), body[:3], one(rot), body[3:], endCount(len(body)+1)), "rotation record not valid in version 1"},
+		{"rotation in a version 2 stream", join(version("2"), body[:3], one(rot), body[3:], events, endCount(n+1)), "rotation record not valid in version 2"},
+		{"pool status in a version 1 stream", join(version("1"), one(status), body[1:], endCount(len(body))), "pool status not valid in version 1"},
+		{"pool status in a version 2 stream", join(version("2"), one(status), body[1:], events, one(end)), "pool status not valid in version 2"},
+		{"rotation record without rotation", join(one(header), body, one(`{"type":"rotation"}`), events, endCount(n+1)), "rotation record"},
+		{"rotation record with null rotation", join(one(header), body, one(`{"type":"rotation","rotation":null}`), events, endCount(n+1)), "rotation record"},
+		{"rotation not an object", join(one(header), body, one(`{"type":"rotation","rotation":"rot_1"}`), events, endCount(n+1)), fmt.Sprintf("record %d", len(body))},
+		{"rotation before its pool", join(one(header), one(rot), body, events, endCount(n+1)), "has not defined"},
+		{"rotation of a missing pool", join(one(header), body, one(rotation("rot_1", "stripe")), events, endCount(n+1)), "has not defined"},
+		{"rotation without a pool", join(one(header), body, one(rotation("rot_1", "")), events, endCount(n+1)), "has not defined"},
+		{"rotation twice", join(one(header), body[:3], one(rot, rot), body[3:], events, endCount(n+2)), `rotation "rot_1" appears twice`},
+		{"rotation twice, apart", join(one(header), body[:1], one(rot), body[1:3], one(rot), body[3:], events, endCount(n+2)), "appears twice"},
+		{"pool status not an object", join(one(header), one(strings.Replace(body[0], `{"type":"pool",`, `{"type":"pool","status":[1],`, 1)), body[1:], events, one(end)), "record 0"},
 		{"MaxEvents events, then a broken record", join(one(header), body, many(tokens.MaxEvents), one(`{"type":"token"}`), endCount(len(body)+tokens.MaxEvents+1)), "without a token"},
 	}
 	for _, tt := range tests {
@@ -392,6 +455,10 @@ func TestRestoreRejects(t *testing.T) {
 		"version 1":        join(version("1"), body, endCount(len(body))),
 		"no events":        join(one(header), body, endCount(len(body))),
 		"MaxEvents events": join(one(header), body, many(tokens.MaxEvents), endCount(len(body)+tokens.MaxEvents)),
+		"version 2":        join(version("2"), body, events, one(end)),
+		// The same rotation id in two pools, and a rotation whose token
+		// is gone: neither breaks anything.
+		"rotations and status": join(one(header), one(status), body[1:3], one(rot, rotation("rot_2", "github")), body[3:], one(rotation("rot_1", "openai")), events, endCount(n+3)),
 	} {
 		h := priorState(t)
 		if err := h.f.Restore(strings.NewReader(input)); err != nil {
@@ -399,7 +466,7 @@ func TestRestoreRejects(t *testing.T) {
 		}
 		want := eventView{}
 		switch name {
-		case "unmodified":
+		case "unmodified", "version 2", "rotations and status":
 			want = eventsOf(applyAll(t, version1Commands(t)).f)
 		case "MaxEvents events":
 			ev := eventsOf(applyAll(t, version1Commands(t)).f).Events
@@ -407,6 +474,26 @@ func TestRestoreRejects(t *testing.T) {
 		}
 		if got := eventsOf(h.f); !reflect.DeepEqual(got, want) {
 			t.Errorf("%s snapshot restored events %+v, want %+v", name, got, want)
+		}
+		checkInvariants(t, h.f.State())
+		var rotations []string
+		var statuses []tokens.RotationStatus
+		for _, ps := range h.f.State().Pools() {
+			for _, r := range ps.Rotations {
+				rotations = append(rotations, r.Pool+"/"+r.ID)
+			}
+			statuses = append(statuses, ps.Status)
+		}
+		wantRotations, wantStatuses := []string(nil), []tokens.RotationStatus{{}, {}}
+		if name == "rotations and status" {
+			wantRotations = []string{"github/rot_1", "github/rot_2", "openai/rot_1"}
+			wantStatuses[0] = tokens.RotationStatus{Generation: 4, Failures: 2, LastError: "boom"}
+		}
+		if !slices.Equal(rotations, wantRotations) || !slices.Equal(statuses, wantStatuses) {
+			t.Errorf("%s snapshot restored rotations %v and statuses %+v, want %v and %+v", name, rotations, statuses, wantRotations, wantStatuses)
+		}
+		if r, ok := h.pool("github").Rotation("rot_1"); ok && (r.Replaces != "tok_a" || r.Attempts != 1 || !r.StartedAt.Equal(t0) || r.Term != 2 || r.Generation != 4) {
+			t.Errorf("%s snapshot restored rotation %+v", name, r)
 		}
 	}
 }
@@ -443,9 +530,50 @@ func TestRestoreEventsDropped(t *testing.T) {
 			t.Errorf("Events(%d) = %v, %v; want %v, %v", tt.since, got, truncated, tt.want, tt.truncated)
 		}
 	}
-	if got := snapshotBytes(t, f); string(got) != stream {
-		t.Errorf("snapshot of the restored log:\n%s\nwant\n%s", got, stream)
+	// Written again at the current version, which writes events as
+	// version 2 did.
+	want := strings.Replace(stream, `"version":2`, fmt.Sprintf(`"version":%d`, snapshotVersion), 1)
+	if got := snapshotBytes(t, f); string(got) != want {
+		t.Errorf("snapshot of the restored log:\n%s\nwant\n%s", got, want)
 	}
+}
+
+// goldenSnapshot returns testdata/snapshot-v<version>.jsonl, after
+// checking that it is a snapshot of that version. Only the file of the
+// current version can be written: while version is snapshotVersion,
+// TOKEND_UPDATE_GOLDEN=1 first rewrites it from current. Do that once, when
+// a version is introduced, never to make a change to the encoding pass. The
+// files of older versions were written by older agents and are never
+// rewritten.
+func goldenSnapshot(t *testing.T, version int, current *FSM) []byte {
+	t.Helper()
+	path := filepath.Join("testdata", fmt.Sprintf("snapshot-v%d.jsonl", version))
+	if os.Getenv("TOKEND_UPDATE_GOLDEN") != "" && version == snapshotVersion {
+		if err := os.WriteFile(path, snapshotBytes(t, current), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	golden, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(golden, fmt.Appendf(nil, `{"format":"tokend-state","version":%d,`, version)) {
+		t.Fatalf("%s is no longer a version %d snapshot:\n%s", path, version, golden)
+	}
+	return golden
+}
+
+// asCurrentVersion is an older snapshot as the current version writes the
+// same state: versions 2 and 3 added records and fields that are left out
+// when empty, and changed nothing else, so only the header's version
+// differs. A version that changes how pools or tokens are written must
+// revisit the callers.
+func asCurrentVersion(t *testing.T, golden []byte, version int) []byte {
+	t.Helper()
+	if snapshotVersion != 3 {
+		t.Fatalf("snapshot version %d: check what it changed, and update asCurrentVersion", snapshotVersion)
+	}
+	return bytes.Replace(golden, fmt.Appendf(nil, `"version":%d`, version), fmt.Appendf(nil, `"version":%d`, snapshotVersion), 1)
 }
 
 // testdata/snapshot-v1.jsonl is a version 1 snapshot, written from
@@ -454,16 +582,11 @@ func TestRestoreEventsDropped(t *testing.T) {
 // same state for as long as version 1 is readable. It can no longer be
 // written: do not regenerate it.
 func TestRestoreVersion1Golden(t *testing.T) {
-	golden, err := os.ReadFile(filepath.Join("testdata", "snapshot-v1.jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.HasPrefix(golden, []byte(`{"format":"tokend-state","version":1,`)) {
-		t.Fatalf("testdata/snapshot-v1.jsonl is no longer a version 1 snapshot:\n%s", golden)
-	}
+	golden := goldenSnapshot(t, 1, nil)
 	want := applyAll(t, version1Commands(t)).f
-	// Restored over an agent that holds events: a version 1 snapshot has
-	// none, so the log is emptied, and nothing counts as dropped.
+	// Restored over an agent that holds events, rotations and pool status:
+	// a version 1 snapshot has none, so they are all gone afterwards, and
+	// no event counts as dropped.
 	got := applyAll(t, everyCommand(t)).f
 	if err := got.Restore(bytes.NewReader(golden)); err != nil {
 		t.Fatal(err)
@@ -477,38 +600,26 @@ func TestRestoreVersion1Golden(t *testing.T) {
 	if events, truncated := got.Events(0, tokens.MaxEvents); len(events) != 0 || truncated {
 		t.Fatalf("after a version 1 restore Events(0) = %+v, %v", events, truncated)
 	}
-	if snapshotVersion == 2 {
-		// Version 2 changed the header and added event records: pools and
-		// tokens are written as version 1 wrote them.
-		wantBytes := bytes.Replace(golden, []byte(`"version":1`), []byte(`"version":2`), 1)
-		if now := snapshotBytes(t, got); !bytes.Equal(now, wantBytes) {
-			t.Fatalf("version 1 state now encodes as:\n%s\nwant\n%s", now, wantBytes)
-		}
+	// Its state has no events, rotations or status: pools and tokens are
+	// written as version 1 wrote them.
+	if now, want := snapshotBytes(t, got), asCurrentVersion(t, golden, 1); !bytes.Equal(now, want) {
+		t.Fatalf("version 1 state now encodes as:\n%s\nwant\n%s", now, want)
 	}
 }
 
-// testdata/snapshot-v2.jsonl is a version 2 snapshot of everyCommand's
-// state and events. While version 2 is current, the snapshot of that
-// history must be this file byte for byte; afterwards, it must still
-// restore to the same state and events. TOKEND_UPDATE_GOLDEN=1 rewrites it,
-// only while version 2 is current: do that once, never to make a change
-// to the encoding pass.
-func TestSnapshotVersion2Golden(t *testing.T) {
-	path := filepath.Join("testdata", "snapshot-v2.jsonl")
-	want := applyAll(t, everyCommand(t)).f
-	if os.Getenv("TOKEND_UPDATE_GOLDEN") != "" && snapshotVersion == 2 {
-		if err := os.WriteFile(path, snapshotBytes(t, want), 0o644); err != nil {
-			t.Fatal(err)
-		}
+// testdata/snapshot-v2.jsonl is a version 2 snapshot of version2Commands'
+// state and events, written when version 2 was current. It must keep
+// restoring to the same state and events for as long as version 2 is
+// readable. It can no longer be written: do not regenerate it.
+func TestRestoreVersion2Golden(t *testing.T) {
+	golden := goldenSnapshot(t, 2, nil)
+	if !bytes.Contains(golden, []byte(`"type":"event"`)) {
+		t.Fatalf("testdata/snapshot-v2.jsonl holds no events:\n%s", golden)
 	}
-	golden, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.HasPrefix(golden, []byte(`{"format":"tokend-state","version":2,`)) || !bytes.Contains(golden, []byte(`"type":"event"`)) {
-		t.Fatalf("%s is not a version 2 snapshot with events:\n%s", path, golden)
-	}
-	got := applyAll(t, version1Commands(t)).f
+	want := applyAll(t, version2Commands(t)).f
+	// Restored over an agent that holds rotations and pool status: a
+	// version 2 snapshot has none.
+	got := applyAll(t, everyCommand(t)).f
 	if err := got.Restore(bytes.NewReader(golden)); err != nil {
 		t.Fatal(err)
 	}
@@ -518,9 +629,44 @@ func TestSnapshotVersion2Golden(t *testing.T) {
 	if g, w := eventsOf(got), eventsOf(want); !reflect.DeepEqual(g, w) {
 		t.Fatalf("golden snapshot restores events\n%+v\nwant\n%+v", g, w)
 	}
-	if snapshotVersion == 2 {
+	for _, ps := range got.State().Pools() {
+		if len(ps.Rotations) != 0 || ps.Status != (tokens.RotationStatus{}) {
+			t.Fatalf("version 2 snapshot restored pool %s with rotations %v and status %+v", ps.Pool.Name, ps.Rotations, ps.Status)
+		}
+	}
+	// Its state has no rotations or status: everything else is written as
+	// version 2 wrote it.
+	if now, want := snapshotBytes(t, got), asCurrentVersion(t, golden, 2); !bytes.Equal(now, want) {
+		t.Fatalf("version 2 state now encodes as:\n%s\nwant\n%s", now, want)
+	}
+}
+
+// testdata/snapshot-v3.jsonl is a version 3 snapshot of everyCommand's
+// state and events: open rotations, pools with and without status, and
+// tokens in every lifecycle commands make. While version 3 is current, the
+// snapshot of that history must be this file byte for byte; afterwards, it
+// must still restore to the same state and events.
+func TestSnapshotVersion3Golden(t *testing.T) {
+	want := applyAll(t, everyCommand(t)).f
+	golden := goldenSnapshot(t, 3, want)
+	for _, part := range []string{`"type":"event"`, `"type":"rotation"`, `"status":{"generation":`, `"failures":1,`, `"lifecycle":"retiring"`, `"lifecycle":"orphaned"`, `"rotation_id":`} {
+		if !bytes.Contains(golden, []byte(part)) {
+			t.Fatalf("testdata/snapshot-v3.jsonl does not hold %s:\n%s", part, golden)
+		}
+	}
+	got := applyAll(t, version2Commands(t)).f
+	if err := got.Restore(bytes.NewReader(golden)); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(freeze(got.State()), freeze(want.State())) || got.AppliedIndex() != want.AppliedIndex() {
+		t.Fatalf("golden snapshot restores to %+v at %d, want %+v at %d", freeze(got.State()), got.AppliedIndex(), freeze(want.State()), want.AppliedIndex())
+	}
+	if g, w := eventsOf(got), eventsOf(want); !reflect.DeepEqual(g, w) {
+		t.Fatalf("golden snapshot restores events\n%+v\nwant\n%+v", g, w)
+	}
+	if snapshotVersion == 3 {
 		if now := snapshotBytes(t, want); !bytes.Equal(now, golden) {
-			t.Fatalf("version 2 encoding changed; bump snapshotVersion (and keep reading 2) instead:\n%s\nwas\n%s", now, golden)
+			t.Fatalf("version 3 encoding changed; bump snapshotVersion (and keep reading 3) instead:\n%s\nwas\n%s", now, golden)
 		}
 	}
 }

@@ -16,10 +16,45 @@ type State struct {
 }
 
 // PoolState is a pool and its tokens, which are kept in tokens.Less order so
-// that the priority policy picks the first eligible one.
+// that the priority policy picks the first eligible one, with the pool's
+// open rotations and the record of its rotations.
 type PoolState struct {
-	Pool   *tokens.Pool
-	Tokens []*tokens.Token
+	Pool      *tokens.Pool
+	Tokens    []*tokens.Token
+	Rotations []*tokens.Rotation
+	Status    tokens.RotationStatus
+}
+
+// shallow returns a copy of p that shares its (immutable) contents.
+func (p *PoolState) shallow() *PoolState {
+	c := *p
+	return &c
+}
+
+// Rotation returns the open rotation with the given id.
+func (p *PoolState) Rotation(id string) (*tokens.Rotation, bool) {
+	for _, r := range p.Rotations {
+		if r.ID == id {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// withRotation returns a copy of p with r added, or replacing the rotation
+// with the same id.
+func (p *PoolState) withRotation(r *tokens.Rotation) *PoolState {
+	c := p.shallow()
+	c.Rotations = slices.DeleteFunc(slices.Clone(p.Rotations), func(o *tokens.Rotation) bool { return o.ID == r.ID })
+	c.Rotations = append(c.Rotations, r)
+	return c
+}
+
+// withoutRotation returns a copy of p without the rotation id.
+func (p *PoolState) withoutRotation(id string) *PoolState {
+	c := p.shallow()
+	c.Rotations = slices.DeleteFunc(slices.Clone(p.Rotations), func(o *tokens.Rotation) bool { return o.ID == id })
+	return c
 }
 
 func emptyState() *State { return &State{pools: map[string]*PoolState{}} }
@@ -91,13 +126,16 @@ func (p *PoolState) withToken(t *tokens.Token) *PoolState {
 		}
 	}
 	i, _ := slices.BinarySearchFunc(toks, t, compareTokens)
-	toks = slices.Insert(toks, i, t)
-	return &PoolState{Pool: p.Pool, Tokens: toks}
+	c := p.shallow()
+	c.Tokens = slices.Insert(toks, i, t)
+	return c
 }
 
 // withoutToken returns a copy of p without the token at index i.
 func (p *PoolState) withoutToken(i int) *PoolState {
-	return &PoolState{Pool: p.Pool, Tokens: slices.Delete(slices.Clone(p.Tokens), i, i+1)}
+	c := p.shallow()
+	c.Tokens = slices.Delete(slices.Clone(p.Tokens), i, i+1)
+	return c
 }
 
 func compareTokens(a, b *tokens.Token) int {

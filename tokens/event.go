@@ -12,6 +12,14 @@ const (
 	EventTokenRemoved EventType = "token_removed"
 	EventTokenHealth  EventType = "token_health"
 	EventTokenReset   EventType = "token_reset"
+
+	EventRotationBegun     EventType = "rotation_begun"
+	EventRotationResumed   EventType = "rotation_resumed"
+	EventRotationCommitted EventType = "rotation_committed"
+	EventRotationFailed    EventType = "rotation_failed"
+	EventRotationAbandoned EventType = "rotation_abandoned"
+	EventTokenRetiring     EventType = "token_retiring"
+	EventTokenOrphaned     EventType = "token_orphaned"
 )
 
 // MaxEvents is how many recent events the replicated state keeps.
@@ -31,4 +39,6 @@ type Event struct {
 	To       HealthState `json:"to,omitempty"`
 	Reason   string      `json:"reason,omitempty"`
 	Reporter string      `json:"reporter,omitempty"`
+	// Rotation names the rotation a rotation or lifecycle event belongs to.
+	Rotation string `json:"rotation,omitempty"`
 }

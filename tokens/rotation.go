@@ -11,8 +11,9 @@ type RotationPolicy struct {
 	// MaxAge replaces a token this long after it was issued (0: never for
 	// age alone).
 	MaxAge Duration `json:"max_age,omitzero"`
-	// RenewBefore replaces a token this long before it expires (default: a
-	// third of its lifetime).
+	// RenewBefore replaces a token this long before it stops being served,
+	// which is ExpiryMargin before it expires (default: a third of its
+	// lifetime). See RenewAt.
 	RenewBefore Duration `json:"renew_before,omitzero"`
 	// Grace is how long a replaced token stays valid, as retiring, before
 	// it is revoked (default 1m, and never past its own expiry).
@@ -67,6 +68,23 @@ func (p RotationPolicy) RenewBeforeFor(t *Token) time.Duration {
 		return 0
 	}
 	return t.ExpiresAt.Sub(t.CreatedAt) / 3
+}
+
+// RenewAt is when t is due for replacement because of its expiry: its
+// renew_before ahead of the moment selection stops serving it (ExpiryMargin
+// before it expires), but never before a quarter of that serving life has
+// passed, so a renew_before longer than the token lives does not replace
+// it the moment it is issued. Zero for a token without expiry.
+func (p RotationPolicy) RenewAt(t *Token) time.Time {
+	if t.ExpiresAt.IsZero() {
+		return time.Time{}
+	}
+	lastServed := t.ExpiresAt.Add(-ExpiryMargin)
+	at := lastServed.Add(-p.RenewBeforeFor(t))
+	if earliest := t.CreatedAt.Add(lastServed.Sub(t.CreatedAt) / 4); at.Before(earliest) {
+		return earliest
+	}
+	return at
 }
 
 // AlertBeforeFor is how long before t expires an unreplaced t raises an
@@ -140,7 +158,7 @@ type RotationNeed struct {
 
 // PlanRotations returns the rotations pool p needs at now, given its tokens
 // (in Less order), its open rotations and its status. A token is due when
-// it is older than max_age, within renew_before of its expiry, or failed;
+// it is older than max_age, reaches its RenewAt, or is failed;
 // then the pool is topped up to its size. Nothing is planned for a token
 // that already has an open rotation, nor while the pool backs off after
 // failures. For a static pool the needs are what should be rotated; its
@@ -154,9 +172,12 @@ func PlanRotations(p *Pool, toks []*Token, open []*Rotation, status RotationStat
 		rotating[r.Replaces] = true
 	}
 	var needs []RotationNeed
-	healthy := 0 // active tokens that are neither due nor failed
+	// Active tokens that are neither due nor failed, nor being replaced: a
+	// token with an open rotation is counted through that rotation, or it
+	// and its replacement would both count.
+	healthy := 0
 	for _, t := range toks {
-		if t.Lifecycle != LifecycleActive {
+		if t.Lifecycle != LifecycleActive || rotating[t.ID] {
 			continue
 		}
 		reason := dueReason(p, t, now)
@@ -164,9 +185,7 @@ func PlanRotations(p *Pool, toks []*Token, open []*Rotation, status RotationStat
 			healthy++
 			continue
 		}
-		if !rotating[t.ID] {
-			needs = append(needs, RotationNeed{Replaces: t.ID, Reason: reason})
-		}
+		needs = append(needs, RotationNeed{Replaces: t.ID, Reason: reason})
 	}
 	size := p.Size
 	if size == 0 && p.Provider.Issues() {
@@ -186,7 +205,7 @@ func dueReason(p *Pool, t *Token, now time.Time) string {
 	switch {
 	case t.Health.StateAt(now) == Failed:
 		return ReasonFailed
-	case !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt.Add(-p.Rotation.RenewBeforeFor(t))):
+	case !t.ExpiresAt.IsZero() && !now.Before(p.Rotation.RenewAt(t)):
 		return ReasonRenewBefore
 	case p.Rotation.MaxAge > 0 && !now.Before(t.CreatedAt.Add(time.Duration(p.Rotation.MaxAge))):
 		return ReasonMaxAge

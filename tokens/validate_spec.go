@@ -1,6 +1,7 @@
 package tokens
 
 import (
+	"maps"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -152,7 +153,9 @@ func (s ProviderSpec) validateHTTP() error {
 	default:
 		return invalidf("provider.method %q is not supported: use GET, POST, PUT or PATCH", truncate(s.Method, 20))
 	}
-	for k := range s.Headers {
+	// In key order, so that every agent rejects a command with the same
+	// message.
+	for _, k := range slices.Sorted(maps.Keys(s.Headers)) {
 		if !validHeaderName(k) {
 			return invalidf("provider.headers: %q is not a header name", truncate(k, 60))
 		}

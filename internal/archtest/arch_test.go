@@ -21,16 +21,19 @@ const module = "github.com/tokend/tokend"
 // third-party modules its non-test files may import. The standard library is
 // always allowed.
 var allowed = map[string][]string{
-	"tokens":            {},
-	"fsm":               {"tokens", "github.com/hashicorp/go-hclog"},
-	"cluster":           {"tokens", "github.com/hashicorp/go-hclog", "github.com/hashicorp/raft", "github.com/hashicorp/raft-boltdb/v2", "github.com/hashicorp/memberlist"},
-	"api":               {"tokens", "github.com/hashicorp/go-hclog"},
-	"api/client":        {"api"},
-	"agent":             {"api", "cluster", "fsm", "tokens", "github.com/hashicorp/go-hclog", "github.com/prometheus/client_golang"},
-	"cmd/tokend":        {"agent", "api", "api/client", "tokens", "github.com/hashicorp/go-hclog", "github.com/spf13/cobra", "golang.org/x/sys/unix"},
-	"internal/testutil": {"agent", "api", "cluster", "github.com/hashicorp/go-hclog"},
-	"internal/archtest": {},
-	"e2e":               {"api", "api/client", "internal/testutil"},
+	"tokens":                 {},
+	"fsm":                    {"tokens", "github.com/hashicorp/go-hclog"},
+	"cluster":                {"tokens", "github.com/hashicorp/go-hclog", "github.com/hashicorp/raft", "github.com/hashicorp/raft-boltdb/v2", "github.com/hashicorp/memberlist"},
+	"api":                    {"tokens", "github.com/hashicorp/go-hclog"},
+	"api/client":             {"api"},
+	"agent":                  {"api", "cluster", "fsm", "tokens", "tokens/provider/exec", "tokens/provider/http", "tokens/provider/oauth2", "github.com/hashicorp/go-hclog", "github.com/prometheus/client_golang"},
+	"tokens/provider/exec":   {"tokens"},
+	"tokens/provider/http":   {"tokens"},
+	"tokens/provider/oauth2": {"tokens", "golang.org/x/oauth2"},
+	"cmd/tokend":             {"agent", "api", "api/client", "tokens", "github.com/hashicorp/go-hclog", "github.com/spf13/cobra", "golang.org/x/sys/unix"},
+	"internal/testutil":      {"agent", "api", "cluster", "tokens", "github.com/hashicorp/go-hclog"},
+	"internal/archtest":      {},
+	"e2e":                    {"api", "api/client", "internal/testutil"},
 }
 
 func TestImportGraph(t *testing.T) {
