@@ -34,6 +34,8 @@ type Agent struct {
 	forward *forwarder
 	monitor *monitor
 	rotator *rotator
+	prober  *prober
+	alerter *alerter
 	metrics *metrics
 	// ready is closed once New has built everything; leader tasks, which
 	// may start while the cluster is still being built, wait for it.
@@ -78,6 +80,8 @@ func New(cfg Config) (*Agent, error) {
 	a.fsm = fsm.New(a.logger.Named("fsm"))
 	a.monitor = newMonitor(a.fsm, a.logger.Named("monitor"))
 	a.rotator = newRotator(a, cfg.RotationInterval)
+	a.prober = newProber(a)
+	a.alerter = newAlerter(a)
 	a.cluster, err = cluster.New(cluster.Config{
 		NodeID:            id,
 		NodeName:          cfg.NodeName,
@@ -94,7 +98,7 @@ func New(cfg Config) (*Agent, error) {
 		DeadServerTimeout: cfg.DeadServerTimeout,
 		Timing:            cfg.Timing,
 		Logger:            a.logger.Named("cluster"),
-		LeaderTasks:       []func(context.Context){a.whenReady(a.monitor.run), a.whenReady(a.rotator.run)},
+		LeaderTasks:       []func(context.Context){a.whenReady(a.monitor.run), a.whenReady(a.rotator.run), a.whenReady(a.prober.run), a.whenReady(a.alerter.run)},
 	}, a.fsm)
 	if err != nil {
 		httpLn.Close()
@@ -102,6 +106,7 @@ func New(cfg Config) (*Agent, error) {
 	}
 	a.cluster.HandleLeader(leaderReports, a.monitor.handle)
 	a.cluster.HandleLeader(leaderRotate, a.rotator.handleRotate)
+	a.cluster.HandleLeader(leaderAlerts, a.alerter.handle)
 	a.monitor.cluster = a.cluster
 
 	ctx, stop := context.WithCancel(context.Background())

@@ -128,6 +128,15 @@ func (b *backend) ResetToken(ctx context.Context, pool, id string) (uint64, erro
 	return b.apply(ctx, fsm.TokenResetType, fsm.TokenResetRequest{Pool: pool, ID: id, By: b.a.cfg.NodeName, At: time.Now()})
 }
 
+func (b *backend) Alerts(ctx context.Context) (api.Alerts, error) {
+	out, err := b.a.cluster.CallLeader(ctx, leaderAlerts, nil)
+	if err != nil {
+		return api.Alerts{}, err
+	}
+	var alerts api.Alerts
+	return alerts, json.Unmarshal(out, &alerts)
+}
+
 func (b *backend) Rotate(ctx context.Context, pool, token string) ([]string, error) {
 	body, err := json.Marshal(rotateRequest{Pool: pool, Token: token})
 	if err != nil {

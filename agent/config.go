@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,8 +55,12 @@ type Config struct {
 	// RotationInterval is how often the leader plans rotations and reaps
 	// retired tokens (default 1s).
 	RotationInterval time.Duration
-	// ProviderFactory builds providers; nil means BuildProvider. Tests set
-	// it to count and control provider calls.
+	// AlertWebhook, when set, receives alerts as Alertmanager JSON.
+	AlertWebhook string
+	// AlertRepeat is how often a firing alert is sent again (default 1h).
+	AlertRepeat time.Duration
+	// ProviderFactory builds providers; nil means the providers under
+	// tokens/provider. Tests set it to count and control provider calls.
 	ProviderFactory ProviderFactory
 	Logger          hclog.Logger
 }
@@ -122,6 +127,14 @@ func (c *Config) normalize() error {
 	}
 	if c.RotationInterval == 0 {
 		c.RotationInterval = time.Second
+	}
+	if c.AlertRepeat == 0 {
+		c.AlertRepeat = time.Hour
+	}
+	if c.AlertWebhook != "" {
+		if u, err := url.Parse(c.AlertWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("--alert-webhook %q must be an http or https URL", c.AlertWebhook)
+		}
 	}
 	return nil
 }

@@ -278,7 +278,10 @@ func waitHealth(t *testing.T, nodes []*testutil.Node, pool, id, state string) {
 	for _, n := range nodes {
 		testutil.WaitFor(t, 5*time.Second, func() error {
 			var info api.TokenInfo
-			tcpClient(n).Must(t, "GET", "/v1/pools/"+pool+"/tokens/"+id, nil, http.StatusOK, &info)
+			r, err := tcpClient(n).Do("GET", "/v1/pools/"+pool+"/tokens/"+id, nil)
+			if err != nil || r.Status != http.StatusOK || jsonUnmarshal(r.Body, &info) != nil {
+				return fmt.Errorf("%s: %v %d %s", n.Name, err, r.Status, r.Body)
+			}
 			if info.Health.State != state {
 				return fmt.Errorf("%s sees %s as %s (%s), want %s", n.Name, id, info.Health.State, info.Health.Reason, state)
 			}

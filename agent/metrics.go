@@ -20,6 +20,9 @@ type metrics struct {
 	fetches      *prometheus.CounterVec
 	fetchSeconds *prometheus.HistogramVec
 	reports      *prometheus.CounterVec
+	// Set by the leader's prober; only the leader reports them.
+	probeSeconds  *prometheus.GaugeVec
+	rateRemaining *prometheus.GaugeVec
 }
 
 func newMetrics(a *Agent) *metrics {
@@ -37,10 +40,18 @@ func newMetrics(a *Agent) *metrics {
 			Name: "tokend_reports_total",
 			Help: "Token reports received by this agent, by pool and outcome.",
 		}, []string{"pool", "outcome"}),
+		probeSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokend_probe_duration_seconds",
+			Help: "How long the last health-check probe of a token took (leader only).",
+		}, []string{"pool", "token"}),
+		rateRemaining: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "tokend_token_ratelimit_remaining",
+			Help: "A token's remaining rate-limit quota, as its last probe read it (leader only).",
+		}, []string{"pool", "token"}),
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		m.fetches, m.fetchSeconds, m.reports, stateCollector{a},
+		m.fetches, m.fetchSeconds, m.reports, m.probeSeconds, m.rateRemaining, stateCollector{a},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
@@ -132,4 +143,18 @@ func (m *metrics) observeFetch(a *Agent, pool, result string, d time.Duration) {
 	}
 	m.fetches.WithLabelValues(pool, result).Inc()
 	m.fetchSeconds.WithLabelValues(pool).Observe(d.Seconds())
+}
+
+func (m *metrics) observeProbe(pool, token string, d time.Duration) {
+	m.probeSeconds.WithLabelValues(pool, token).Set(d.Seconds())
+}
+
+func (m *metrics) observeRateLimit(pool, token string, remaining int64) {
+	m.rateRemaining.WithLabelValues(pool, token).Set(float64(remaining))
+}
+
+// forgetProbe drops the probe series of a token that is gone.
+func (m *metrics) forgetProbe(pool, token string) {
+	m.probeSeconds.DeleteLabelValues(pool, token)
+	m.rateRemaining.DeleteLabelValues(pool, token)
 }

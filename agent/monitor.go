@@ -88,6 +88,15 @@ func (m *monitor) handle(ctx context.Context, body []byte) ([]byte, error) {
 	if err := json.Unmarshal(body, &reports); err != nil {
 		return nil, tokens.Errorf(tokens.CodeInvalid, "reports: %v", err)
 	}
+	verdicts, err := m.submit(ctx, reports)
+	if err != nil {
+		return nil, err
+	}
+	return json.Marshal(verdicts)
+}
+
+// submit decides what reports mean and commits the changes they cause.
+func (m *monitor) submit(ctx context.Context, reports []tokens.Report) ([]verdict, error) {
 	verdicts, changes, err := m.observe(reports)
 	if err != nil {
 		return nil, err
@@ -103,7 +112,7 @@ func (m *monitor) handle(ctx context.Context, body []byte) ([]byte, error) {
 			}
 		}
 	}
-	return json.Marshal(verdicts)
+	return verdicts, nil
 }
 
 // observe decides what each report means, in order.

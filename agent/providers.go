@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"sync"
 
@@ -14,35 +15,55 @@ import (
 // ProviderFactory builds the provider a pool's spec describes.
 type ProviderFactory func(spec tokens.ProviderSpec) (tokens.Provider, error)
 
-// BuildProvider is the default ProviderFactory: the providers under
-// tokens/provider.
-func BuildProvider(spec tokens.ProviderSpec) (tokens.Provider, error) {
-	var (
-		p   tokens.Provider
-		err error
-	)
-	// Each New returns a concrete pointer: assign only on success, so a
-	// failure never hides as a non-nil interface holding nil.
-	switch spec.Type {
-	case tokens.ProviderExec:
-		var e *exec.Provider
-		if e, err = exec.New(spec, os.Environ()); err == nil {
-			p = e
+// HeaderNode names, on every HTTP request a provider makes, the agent that
+// makes it: issuers see which agent called (only the leader should).
+const HeaderNode = "X-Tokend-Node"
+
+// defaultProviderFactory builds the providers under tokens/provider, their
+// HTTP requests marked with this agent's name.
+func defaultProviderFactory(node string) ProviderFactory {
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	client := &http.Client{Transport: nodeHeader{node: node, next: transport}}
+	return func(spec tokens.ProviderSpec) (tokens.Provider, error) {
+		var (
+			p   tokens.Provider
+			err error
+		)
+		// Each New returns a concrete pointer: assign only on success, so a
+		// failure never hides as a non-nil interface holding nil.
+		switch spec.Type {
+		case tokens.ProviderExec:
+			var e *exec.Provider
+			if e, err = exec.New(spec, os.Environ()); err == nil {
+				p = e
+			}
+		case tokens.ProviderOAuth2:
+			var o *oauth2.Provider
+			if o, err = oauth2.New(spec, client); err == nil {
+				p = o
+			}
+		case tokens.ProviderHTTP:
+			var h *httpprovider.Provider
+			if h, err = httpprovider.New(spec, client); err == nil {
+				p = h
+			}
+		default:
+			err = fmt.Errorf("provider type %q cannot issue tokens", spec.Type)
 		}
-	case tokens.ProviderOAuth2:
-		var o *oauth2.Provider
-		if o, err = oauth2.New(spec, nil); err == nil {
-			p = o
-		}
-	case tokens.ProviderHTTP:
-		var h *httpprovider.Provider
-		if h, err = httpprovider.New(spec, nil); err == nil {
-			p = h
-		}
-	default:
-		err = fmt.Errorf("provider type %q cannot issue tokens", spec.Type)
+		return p, err
 	}
-	return p, err
+}
+
+// nodeHeader adds HeaderNode to every request.
+type nodeHeader struct {
+	node string
+	next http.RoundTripper
+}
+
+func (t nodeHeader) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set(HeaderNode, t.node)
+	return t.next.RoundTrip(req)
 }
 
 // builtProvider is a pool's provider, and its revoker if it can revoke.
@@ -66,9 +87,6 @@ type cachedProvider struct {
 }
 
 func newProviderCache(factory ProviderFactory) *providerCache {
-	if factory == nil {
-		factory = BuildProvider
-	}
 	return &providerCache{factory: factory, pools: map[string]cachedProvider{}}
 }
 

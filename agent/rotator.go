@@ -52,7 +52,11 @@ const maxRotationAttempts = 3
 const commitRetry = 30 * time.Second
 
 func newRotator(a *Agent, interval time.Duration) *rotator {
-	return &rotator{a: a, logger: a.logger.Named("rotator"), providers: newProviderCache(a.cfg.ProviderFactory), interval: interval}
+	factory := a.cfg.ProviderFactory
+	if factory == nil {
+		factory = defaultProviderFactory(a.cfg.NodeName)
+	}
+	return &rotator{a: a, logger: a.logger.Named("rotator"), providers: newProviderCache(factory), interval: interval}
 }
 
 // run is the leader task.

@@ -30,6 +30,8 @@ type Backend interface {
 	Report(ctx context.Context, pool, id string, outcome tokens.Outcome, retryAfter, latency time.Duration) (ReportResponse, error)
 	// ResetToken makes a token healthy again on an operator's word.
 	ResetToken(ctx context.Context, pool, id string) (uint64, error)
+	// Alerts returns what the leader has firing.
+	Alerts(ctx context.Context) (Alerts, error)
 	// Rotate has the leader rotate one token of a pool now, or every
 	// active one when token is empty, and returns the rotations' ids.
 	Rotate(ctx context.Context, pool, token string) ([]string, error)

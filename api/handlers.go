@@ -453,6 +453,18 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+func (s *server) alerts(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	alerts, err := s.b.Alerts(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, alerts)
+	return nil
+}
+
 func (s *server) metrics(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r); err != nil {
 		return err

@@ -58,6 +58,7 @@ func NewHandler(b Backend, logger hclog.Logger) http.Handler {
 	route("/v1/pools/{pool}/rotate", map[string]handlerFunc{"POST": s.rotate})
 	route("/v1/events", map[string]handlerFunc{"GET": s.events})
 	route("/v1/metrics", map[string]handlerFunc{"GET": s.metrics})
+	route("/v1/alerts", map[string]handlerFunc{"GET": s.alerts})
 	route("/v1/pools/{pool}/token", map[string]handlerFunc{"GET": s.fetchToken})
 	route("/v1/health", map[string]handlerFunc{"GET": s.health})
 	route("/v1/status/leader", map[string]handlerFunc{"GET": s.leader})

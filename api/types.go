@@ -193,6 +193,27 @@ type RotateResponse struct {
 	Rotations []string `json:"rotations"`
 }
 
+// Alert is a condition the leader watches for, while it holds. Name is one
+// of token_expiring, rotation_failing, pool_below_min_healthy,
+// token_degraded, static_token_due.
+type Alert struct {
+	Name     string `json:"name"`
+	Pool     string `json:"pool"`
+	Token    string `json:"token,omitempty"`
+	Severity string `json:"severity"`
+	Summary  string `json:"summary"`
+	// Since is when the condition began to hold; LastSent when the sinks
+	// were last told.
+	Since    time.Time  `json:"since"`
+	LastSent *time.Time `json:"last_sent,omitempty"`
+}
+
+// Alerts is the answer to GET /v1/alerts: what the leader has firing.
+type Alerts struct {
+	Leader string  `json:"leader"`
+	Alerts []Alert `json:"alerts"`
+}
+
 // WriteResponse answers a write with no other result.
 type WriteResponse struct {
 	Index uint64 `json:"index"`

@@ -211,7 +211,10 @@ func merge(cur, next tokens.Health) (tokens.Health, bool) {
 	}
 	now := effective(cur, next.Since)
 	if now == tokens.Failed {
-		return cur, false // only an operator's reset ends a failure
+		if next.State == tokens.Healthy && next.Reporter == tokens.ProbeReporter {
+			return next, true // a passing probe ends a failure
+		}
+		return cur, false // otherwise only an operator's reset does
 	}
 	switch next.State {
 	case tokens.Failed:
@@ -380,7 +383,7 @@ func (m *model) command(op []byte, index uint64, at time.Time) (MessageType, any
 				State:    modelStates[(int(c>>2)+k)%len(modelStates)],
 				Reason:   fmt.Sprintf("reason-%d", k),
 				Since:    since,
-				Reporter: fmt.Sprintf("node-%d", (int(a)+k)%3),
+				Reporter: []string{"node-0", "node-1", "node-2", tokens.ProbeReporter}[(int(a)+k)%4],
 			}
 			if hl.State == tokens.Cooldown || kind == 5 {
 				// Some cooldowns end before they start. Other states

@@ -92,7 +92,7 @@ func Target(r Report) (Health, bool) {
 // Merge returns the health a token has when next is applied to cur, and
 // whether it changed. The FSM applies every committed health change through
 // it, so the rules hold whatever order changes arrive in:
-//   - failed stays failed until an operator resets it;
+//   - failed stays failed until an operator resets it or a probe passes;
 //   - a cooldown never shortens: the latest deadline wins, and it ends by
 //     itself at that deadline;
 //   - degraded replaces only healthy, and healthy replaces only degraded;
@@ -125,7 +125,8 @@ func Merge(cur, next Health) (Health, bool) {
 		}
 		return next, true
 	case Healthy:
-		if state != Degraded {
+		// A passing probe is the signal that brings a failed token back.
+		if state != Degraded && (state != Failed || next.Reporter != ProbeReporter) {
 			return cur, false
 		}
 		return next, true

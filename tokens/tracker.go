@@ -53,6 +53,10 @@ func (tr *Tracker) Observe(p HealthPolicy, cur Health, r Report, lastEligible bo
 		h, changed := Merge(cur, target)
 		return Verdict{Health: h, Change: changed}
 	}
+	if r.Outcome == OutcomeOK && r.Reporter == ProbeReporter && cur.StateAt(r.At) == Failed {
+		h, changed := Merge(cur, Health{State: Healthy, Reason: "probe passed", Since: r.At, Reporter: ProbeReporter})
+		return Verdict{Health: h, Change: changed}
+	}
 	tr.outcomes = append(tr.outcomes, timedOutcome{at: r.At, failed: r.Outcome != OutcomeOK})
 	if extra := len(tr.outcomes) - p.Window; extra > 0 {
 		tr.outcomes = append(tr.outcomes[:0], tr.outcomes[extra:]...)
@@ -85,6 +89,11 @@ func (tr *Tracker) observeFailure(p HealthPolicy, cur Health, r Report, lastElig
 	need := p.ReportQuorum
 	if lastEligible {
 		need = max(need, 2)
+	}
+	if r.Reporter == ProbeReporter {
+		// The leader's own probe is the independent signal: it needs no
+		// quorum, even for the last eligible token.
+		need = 1
 	}
 	if n := len(tr.failReports); n < need {
 		detail := fmt.Sprintf("awaiting quorum: %d of %d agents reported it within %s", n, need, p.ReportWindow)

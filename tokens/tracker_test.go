@@ -523,3 +523,29 @@ func TestTrackerIdle(t *testing.T) {
 		t.Fatalf("after forgetting, one agent failed the token under quorum 2: %+v", v)
 	}
 }
+
+// The leader's probe is an independent signal: a failing probe fails even
+// a pool's last eligible token with no quorum, and a passing probe brings a
+// failed token back.
+func TestTrackerProbe(t *testing.T) {
+	p := HealthPolicy{ReportQuorum: 3}
+	var tr Tracker
+	healthy := Health{State: Healthy, Since: t0}
+	v := tr.Observe(p, healthy, Report{Outcome: OutcomeUnauthorized, Reporter: ProbeReporter, At: t0.Add(time.Second)}, true)
+	if !v.Change || v.Health.State != Failed || v.Health.Reporter != ProbeReporter {
+		t.Fatalf("failing probe on the last eligible token = %+v, want failed", v)
+	}
+	failed := v.Health
+	// A client's ok report does not revive it; the probe's does.
+	if v := tr.Observe(p, failed, Report{Outcome: OutcomeOK, Reporter: "node1", At: t0.Add(2 * time.Second)}, false); v.Change {
+		t.Fatalf("a client's ok revived a failed token: %+v", v)
+	}
+	v = tr.Observe(p, failed, Report{Outcome: OutcomeOK, Reporter: ProbeReporter, At: t0.Add(3 * time.Second)}, false)
+	if !v.Change || v.Health.State != Healthy || v.Health.Reason != "probe passed" {
+		t.Fatalf("passing probe on a failed token = %+v, want healthy", v)
+	}
+	// Merge keeps the rule whatever order decisions commit in.
+	if h, changed := Merge(failed, Health{State: Healthy, Reason: "recovered", Since: t0.Add(4 * time.Second)}); changed {
+		t.Fatalf("a non-probe healthy revived a failed token: %+v", h)
+	}
+}
