@@ -190,6 +190,32 @@ func (c *Client) ResetToken(ctx context.Context, pool, id string) (api.TokenInfo
 	return out, err
 }
 
+// Rotate asks the leader to replace tokens of pool now: the one named by
+// token, or, when token is empty, every active token that has no rotation
+// open. It answers at once with the ids of the rotations it opened; their
+// results arrive as events. A pool whose provider cannot issue (static)
+// comes back as a conflict.
+func (c *Client) Rotate(ctx context.Context, pool, token string) (api.RotateResponse, error) {
+	var out api.RotateResponse
+	path, err := poolPath(pool)
+	if err != nil {
+		return out, err
+	}
+	var q url.Values
+	if token != "" {
+		q = url.Values{"token": {token}}
+	}
+	_, err = c.do(ctx, http.MethodPost, path+"/rotate", q, nil, &out)
+	return out, err
+}
+
+// Alerts returns the alerts the leader has firing.
+func (c *Client) Alerts(ctx context.Context) (api.Alerts, error) {
+	var out api.Alerts
+	_, err := c.do(ctx, http.MethodGet, "/v1/alerts", nil, nil, &out)
+	return out, err
+}
+
 // EventsOptions select what Events returns.
 type EventsOptions struct {
 	// Since asks for events after this Raft index; see Events for what to

@@ -233,7 +233,7 @@ func TestErrors(t *testing.T) {
 			{"two.json", `{"name":"x"} {"name":"y"}`, []string{"more data after the JSON object"}},
 			{"empty.json", ``, []string{"is empty"}},
 			{"array.json", `[]`, []string{"must hold a JSON object"}},
-			{"pool.hcl", `name = "x"`, []string{"HCL is not supported yet"}},
+			{"pool.hcl", "name = \"x\"\nselection = ", []string{":2,13: Missing expression"}},
 			{"pool.yaml", `name: x`, []string{"unknown format"}},
 		} {
 			path := writeFile(t, tc.name, tc.content)

@@ -27,14 +27,16 @@ const maxPoolFileBytes = 1 << 20
 
 func newPoolCmd(o *clientOpts) *cobra.Command {
 	return groupCmd("pool", "Manage token pools",
-		newPoolApplyCmd(o), newPoolListCmd(o), newPoolShowCmd(o), newPoolDeleteCmd(o))
+		newPoolApplyCmd(o), newPoolListCmd(o), newPoolShowCmd(o), newPoolDeleteCmd(o), newPoolRotateCmd(o))
 }
 
 func newPoolApplyCmd(o *clientOpts) *cobra.Command {
-	return &cobra.Command{
+	var format string
+	cmd := &cobra.Command{
 		Use:   "apply FILE",
-		Short: "Create a pool or update its definition from a JSON file",
-		Long: `Create a pool or update its definition from a JSON file ("-" reads stdin):
+		Short: "Create a pool or update its definition from a JSON or HCL file",
+		Long: `Create a pool or update its definition from a JSON (.json) or HCL (.hcl)
+file; "-" reads JSON from stdin, and --format hcl|json overrides the name:
 
     {
       "name": "github",
@@ -60,11 +62,36 @@ timeout outcomes are failures and they are at least degraded_ratio of them;
 outcomes older than outcome_ttl are forgotten; a rate_limited report that
 says no retry time cools a token down for default_cooldown; and a token
 fails once report_quorum agents report it unauthorized or forbidden within
-report_window. Durations are strings such as "90s" or "5m". HCL pool files
-are not supported yet.`,
+report_window. Durations are strings such as "90s" or "5m".
+
+The HCL form has the same fields under the same names: a value is an
+attribute, an object of fields ("provider", "rotation", "health_check",
+"health") is a block, and provider clients are repeated blocks:
+
+    name = "github"
+    size = 2
+    labels = { team = "infra" }
+
+    provider {
+      type      = "oauth2"
+      token_url = "https://auth.example/token"
+      clients {
+        client_id     = "app-1"
+        client_secret = "s3cret"
+      }
+      scopes = ["read"]
+    }
+
+    rotation {
+      max_age = "1h"
+      grace   = "1m"
+    }
+
+An HCL file is checked before it is sent, and every error says where:
+github.hcl:9,3: provider.token_url "ftp://x" must be an http or https URL.`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			name, req, err := readPoolFile(args[0], cmd.InOrStdin())
+			name, req, err := readPoolFile(args[0], format, cmd.InOrStdin())
 			if err != nil {
 				return err
 			}
@@ -76,6 +103,8 @@ are not supported yet.`,
 			})
 		},
 	}
+	cmd.Flags().StringVar(&format, "format", "", "the file's format, hcl or json (default: from the file name; json for -)")
+	return cmd
 }
 
 // poolFile is what a pool file holds: the API's request plus the name.
@@ -84,24 +113,44 @@ type poolFile struct {
 	api.PoolRequest
 }
 
-// readPoolFile reads and checks a pool file; "-" is stdin.
-func readPoolFile(path string, stdin io.Reader) (string, api.PoolRequest, error) {
+// Pool file formats.
+const (
+	formatJSON = "json"
+	formatHCL  = "hcl"
+)
+
+// readPoolFile reads and checks a pool file; "-" is stdin. format is
+// formatJSON or formatHCL, or empty to go by the file name.
+func readPoolFile(path, format string, stdin io.Reader) (string, api.PoolRequest, error) {
+	switch format {
+	case "", formatJSON, formatHCL:
+	default:
+		return "", api.PoolRequest{}, fmt.Errorf("--format %q is not supported: use hcl or json", format)
+	}
 	shown := path
 	var r io.Reader
-	switch ext := strings.ToLower(filepath.Ext(path)); {
-	case path == "-":
+	if path == "-" {
 		shown, r = "<stdin>", stdin
-	case ext == ".hcl":
-		return "", api.PoolRequest{}, fmt.Errorf("pool file %s: HCL is not supported yet; write the pool as JSON in a .json file", path)
-	case ext == ".json":
+		if format == "" {
+			format = formatJSON
+		}
+	} else {
+		if format == "" {
+			switch strings.ToLower(filepath.Ext(path)) {
+			case ".json":
+				format = formatJSON
+			case ".hcl":
+				format = formatHCL
+			default:
+				return "", api.PoolRequest{}, fmt.Errorf("pool file %s: unknown format; use a .json or .hcl file, --format hcl|json, or - to read JSON from stdin", path)
+			}
+		}
 		f, err := os.Open(path)
 		if err != nil {
 			return "", api.PoolRequest{}, fmt.Errorf("pool file: %w", err)
 		}
 		defer f.Close()
 		r = f
-	default:
-		return "", api.PoolRequest{}, fmt.Errorf("pool file %s: unknown format; use a .json file, or - to read JSON from stdin", path)
 	}
 	data, err := io.ReadAll(io.LimitReader(r, maxPoolFileBytes+1))
 	if err != nil {
@@ -109,6 +158,16 @@ func readPoolFile(path string, stdin io.Reader) (string, api.PoolRequest, error)
 	}
 	if len(data) > maxPoolFileBytes {
 		return "", api.PoolRequest{}, fmt.Errorf("pool file %s is larger than %d bytes", shown, maxPoolFileBytes)
+	}
+	if format == formatHCL {
+		pf, src, err := parseHCLPool(data, shown)
+		if err != nil {
+			return "", api.PoolRequest{}, err
+		}
+		if err := src.check(pf); err != nil {
+			return "", api.PoolRequest{}, err
+		}
+		return pf.Name, pf.PoolRequest, nil
 	}
 	var pf poolFile
 	if err := decodeStrict(data, &pf); err != nil {
@@ -301,6 +360,42 @@ func newPoolDeleteCmd(o *clientOpts) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&force, "force", false, "delete the pool even if it still holds tokens, and the tokens with it")
+	return cmd
+}
+
+func newPoolRotateCmd(o *clientOpts) *cobra.Command {
+	var token string
+	cmd := &cobra.Command{
+		Use:   "rotate POOL",
+		Short: "Replace a pool's tokens now",
+		Long: `Have the leader replace tokens of a pool now, through the pool's provider:
+every active token that has no rotation open, or only the one --token names.
+The command answers once the rotations have begun, with their ids; how each
+one ends shows in the events (tokend events --follow) and in pool show. A
+pool with a static provider cannot issue tokens, so it cannot be rotated:
+add a new token instead.`,
+		Args: exactArgs("POOL"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			pool := args[0]
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.RotateResponse, error) {
+				return c.Rotate(ctx, pool, token)
+			}, func(out io.Writer, res api.RotateResponse) error {
+				what := fmt.Sprintf("pool %q", pool)
+				if token != "" {
+					what = fmt.Sprintf("token %s of pool %q", token, pool)
+				}
+				if len(res.Rotations) == 0 {
+					fmt.Fprintf(out, "No rotation begun for %s: it has no active token without a rotation open.\n", what)
+					return nil
+				}
+				for _, id := range res.Rotations {
+					fmt.Fprintf(out, "Rotation %s begun for %s.\n", cell(id), what)
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVar(&token, "token", "", "replace only the token with this id")
 	return cmd
 }
 

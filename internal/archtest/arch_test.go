@@ -2,7 +2,8 @@
 // one way, cmd → agent → {api, cluster, fsm, tokens}, api → tokens,
 // fsm → tokens, cluster → tokens (error sentinels), tokens → standard
 // library only. The CLI also uses tokens' validation rules directly, so that
-// it rejects bad input before it reaches an agent.
+// it rejects bad input before it reaches an agent, and reads HCL pool files
+// with hashicorp/hcl (and its value library, go-cty).
 package archtest
 
 import (
@@ -30,7 +31,7 @@ var allowed = map[string][]string{
 	"tokens/provider/exec":   {"tokens"},
 	"tokens/provider/http":   {"tokens"},
 	"tokens/provider/oauth2": {"tokens", "golang.org/x/oauth2"},
-	"cmd/tokend":             {"agent", "api", "api/client", "tokens", "github.com/hashicorp/go-hclog", "github.com/spf13/cobra", "golang.org/x/sys/unix"},
+	"cmd/tokend":             {"agent", "api", "api/client", "tokens", "github.com/hashicorp/go-hclog", "github.com/hashicorp/hcl/v2", "github.com/spf13/cobra", "github.com/zclconf/go-cty", "golang.org/x/sys/unix"},
 	"internal/testutil":      {"agent", "api", "cluster", "tokens", "github.com/hashicorp/go-hclog"},
 	"internal/archtest":      {},
 	"e2e":                    {"api", "api/client", "internal/testutil"},
