@@ -6,7 +6,7 @@ BIN       := bin/tokend
 FUZZTIME  ?= 2m
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test bench e2e lint fuzz clean
+.PHONY: all build run test bench e2e soak lint fuzz clean
 
 all: build
 
@@ -34,6 +34,10 @@ bench:
 ## e2e: only the process tests against the built binary, verbose
 e2e:
 	$(GO) test -count=1 -v -timeout 10m ./e2e/...
+
+## soak: 2-second tokens rotated for a minute on three agents while clients fetch everywhere (e2e, verbose)
+soak:
+	TOKEND_SOAK=1 $(GO) test -count=1 -v -run TestRotationSoak -timeout 10m ./e2e/
 
 ## lint: gofmt, vet and staticcheck
 lint:

@@ -72,16 +72,51 @@ func (r *rotator) run(ctx context.Context) {
 		r.mu.Unlock()
 	}()
 	r.takeOver(ctx)
-	t := time.NewTicker(r.interval)
-	defer t.Stop()
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
-		r.pass(ctx, time.Now())
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-timer.C:
+		}
+		now := time.Now()
+		r.pass(ctx, now)
+		timer.Reset(r.nextWake(now))
+	}
+}
+
+// nextWake is how long to sleep after a pass at now: until the next moment
+// something falls due — a token's renewal or max age, a backoff's end, a
+// retiring token's revocation — and at most one interval. Short-lived
+// tokens are renewed on time, not on the next tick: a tick could come after
+// the token has stopped being served.
+func (r *rotator) nextWake(now time.Time) time.Duration {
+	next := now.Add(r.interval)
+	consider := func(t time.Time) {
+		if t.After(now) && t.Before(next) {
+			next = t
 		}
 	}
+	for _, ps := range r.a.fsm.State().Pools() {
+		p := ps.Pool
+		consider(ps.Status.NextAttempt)
+		for _, t := range ps.Tokens {
+			switch t.Lifecycle {
+			case tokens.LifecycleRetiring, tokens.LifecycleOrphaned:
+				consider(t.RetireAt)
+			case tokens.LifecycleActive:
+				if !p.Provider.Issues() {
+					continue
+				}
+				consider(p.Rotation.RenewAt(t))
+				if p.Rotation.MaxAge > 0 {
+					consider(t.CreatedAt.Add(time.Duration(p.Rotation.MaxAge)))
+				}
+			}
+		}
+	}
+	return max(next.Sub(now), time.Millisecond)
 }
 
 // takeOver resumes the rotations a previous leader left open, in this

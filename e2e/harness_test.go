@@ -132,6 +132,9 @@ func (p *agentProc) start() {
 		p.t.Fatal(err)
 	}
 	cmd := exec.Command(binary, p.args...)
+	// Exec providers that list TOKEND_E2E_NODE in their env can tell which
+	// agent ran them even when it died before they started.
+	cmd.Env = append(os.Environ(), "TOKEND_E2E_NODE="+p.name)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		p.t.Fatalf("start %s: %v", p.name, err)
@@ -157,6 +160,17 @@ func (p *agentProc) start() {
 		_, err := p.health()
 		return err
 	})
+}
+
+// pid is the process id of the agent's current process, 0 before the first
+// start.
+func (p *agentProc) pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || p.cmd.Process == nil {
+		return 0
+	}
+	return p.cmd.Process.Pid
 }
 
 // kill sends SIGKILL and waits for the process to be gone.

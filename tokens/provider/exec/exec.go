@@ -157,6 +157,9 @@ func (p *Provider) Issue(ctx context.Context, req tokens.IssueRequest) (tokens.I
 		env = append(env, EnvReplacingMetadata+"="+string(b))
 	}
 	name := p.command[0]
+	// expires_in counts from before the command ran: the issuer's clock
+	// started no earlier, so the token never looks longer-lived than it is.
+	start := p.now()
 	res := p.run(ctx, p.command, env, nil)
 	if res.err != nil {
 		// No token is known, but one may be in stdout: keep it out of the
@@ -166,7 +169,7 @@ func (p *Provider) Issue(ctx context.Context, req tokens.IssueRequest) (tokens.I
 	if len(bytes.TrimSpace(res.stdout)) == 0 {
 		return tokens.Issued{}, fmt.Errorf(prefix+"%q printed nothing on stdout, expected a JSON object with a token%s", name, res.stderrNote(""))
 	}
-	issued, err := parseOutput(res.stdout, p.now())
+	issued, err := parseOutput(res.stdout, start, p.now())
 	if err != nil {
 		return tokens.Issued{}, fmt.Errorf(prefix+"%q: %w", name, err)
 	}
@@ -417,7 +420,7 @@ func guessToken(stdout []byte) string {
 
 // parseOutput parses the issue command's stdout. Its errors never hold the
 // token.
-func parseOutput(stdout []byte, now time.Time) (tokens.Issued, error) {
+func parseOutput(stdout []byte, start, now time.Time) (tokens.Issued, error) {
 	fields, err := decodeObject(stdout)
 	if err != nil {
 		return tokens.Issued{}, err
@@ -475,7 +478,7 @@ func parseOutput(stdout []byte, now time.Time) (tokens.Issued, error) {
 		case secs <= 0:
 			return tokens.Issued{}, fmt.Errorf(`output's "expires_in" must be positive, got %s`, truncate(n.String(), 40))
 		}
-		issued.ExpiresAt = now.Add(time.Duration(secs * float64(time.Second)))
+		issued.ExpiresAt = start.Add(time.Duration(secs * float64(time.Second)))
 	}
 
 	if raw, ok := fields["metadata"]; ok {

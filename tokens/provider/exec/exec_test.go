@@ -604,3 +604,22 @@ func TestExcerpt(t *testing.T) {
 		t.Error("excerpt cut a rune")
 	}
 }
+
+// expires_in counts from before the command ran, not from when it ended: a
+// slow command must not make its token look longer-lived than the issuer
+// made it.
+func TestExpiresInCountsFromStart(t *testing.T) {
+	p := newProvider(t, tokens.ProviderSpec{Command: []string{script(t, printing(`{"token": "t", "expires_in": 60}`))}})
+	calls := 0
+	p.now = func() time.Time {
+		calls++
+		return testNow.Add(time.Duration(calls-1) * 5 * time.Second) // the command "took" 5 s
+	}
+	got, err := issue(t, p, tokens.IssueRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := testNow.Add(60 * time.Second); !got.ExpiresAt.Equal(want) {
+		t.Fatalf("ExpiresAt = %s, want %s (60 s from the start)", got.ExpiresAt, want)
+	}
+}
