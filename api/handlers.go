@@ -58,18 +58,7 @@ func (s *server) putPool(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
 	}
-	p := tokens.Pool{Name: name, Selection: tokens.SelectionPolicy(req.Selection), MinHealthy: req.MinHealthy, Labels: req.Labels}
-	if req.Health != nil {
-		p.Health = *req.Health
-	}
-	if req.Provider != nil {
-		p.Provider = req.Provider.ToSpec()
-	}
-	p.Size = req.Size
-	if req.Rotation != nil {
-		p.Rotation = *req.Rotation
-	}
-	p.HealthCheck = req.HealthCheck
+	p := req.ToPool(name)
 	if err := p.Normalize(); err != nil {
 		return err
 	}

@@ -69,3 +69,24 @@ func ProviderFromSpec(s tokens.ProviderSpec) Provider {
 	}
 	return p
 }
+
+// ToPool is the pool named name that the request defines, as the agent
+// applies it (before Normalize fills in defaults). The CLI builds the same
+// pool to check a file before it sends it.
+func (r PoolRequest) ToPool(name string) tokens.Pool {
+	p := tokens.Pool{Name: name, Selection: tokens.SelectionPolicy(r.Selection), MinHealthy: r.MinHealthy, Labels: r.Labels, Size: r.Size}
+	if r.Health != nil {
+		p.Health = *r.Health
+	}
+	if r.Provider != nil {
+		p.Provider = r.Provider.ToSpec()
+	}
+	if r.Rotation != nil {
+		p.Rotation = *r.Rotation
+	}
+	if r.HealthCheck != nil {
+		hc := *r.HealthCheck
+		p.HealthCheck = &hc
+	}
+	return p
+}

@@ -470,21 +470,7 @@ func truncateText(s string, n int) string {
 // before anything is sent, so that an error can say where in the file the
 // problem is; the agent still checks again.
 func checkPool(name string, req api.PoolRequest) error {
-	p := tokens.Pool{Name: name, Selection: tokens.SelectionPolicy(req.Selection), MinHealthy: req.MinHealthy, Labels: req.Labels}
-	if req.Health != nil {
-		p.Health = *req.Health
-	}
-	if req.Provider != nil {
-		p.Provider = req.Provider.ToSpec()
-	}
-	p.Size = req.Size
-	if req.Rotation != nil {
-		p.Rotation = *req.Rotation
-	}
-	if req.HealthCheck != nil {
-		hc := *req.HealthCheck
-		p.HealthCheck = &hc
-	}
+	p := req.ToPool(name)
 	return p.Normalize()
 }
 
