@@ -39,6 +39,9 @@ type rotator struct {
 	// them when leadership ends.
 	calls map[string]bool
 	wg    sync.WaitGroup
+	// wake is signalled when a call has recorded its outcome: the new
+	// token's renewal time must be in the next sleep's reckoning.
+	wake chan struct{}
 	// reapAfter backs off revocations that failed, by token id.
 	reapAfter map[string]time.Time
 }
@@ -56,7 +59,7 @@ func newRotator(a *Agent, interval time.Duration) *rotator {
 	if factory == nil {
 		factory = defaultProviderFactory(a.cfg.NodeName)
 	}
-	return &rotator{a: a, logger: a.logger.Named("rotator"), providers: newProviderCache(factory), interval: interval}
+	return &rotator{a: a, logger: a.logger.Named("rotator"), providers: newProviderCache(factory), interval: interval, wake: make(chan struct{}, 1)}
 }
 
 // run is the leader task.
@@ -79,6 +82,8 @@ func (r *rotator) run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
+		case <-r.wake:
+			timer.Stop()
 		}
 		now := time.Now()
 		r.pass(ctx, now)
@@ -105,6 +110,7 @@ func (r *rotator) nextWake(now time.Time) time.Duration {
 			switch t.Lifecycle {
 			case tokens.LifecycleRetiring, tokens.LifecycleOrphaned:
 				consider(t.RetireAt)
+				consider(t.ExpiresAt) // when the provider cannot revoke
 			case tokens.LifecycleActive:
 				if !p.Provider.Issues() {
 					continue
@@ -208,6 +214,10 @@ func (r *rotator) call(ctx context.Context, pool *tokens.Pool, rot *tokens.Rotat
 			r.mu.Lock()
 			delete(r.calls, rot.ID)
 			r.mu.Unlock()
+			select {
+			case r.wake <- struct{}{}:
+			default:
+			}
 			r.wg.Done()
 		}()
 		r.issue(ctx, pool, rot)
@@ -280,7 +290,8 @@ func (r *rotator) issueRequest(pool string, rot *tokens.Rotation) tokens.IssueRe
 
 // reap revokes and removes retiring tokens past their RetireAt and orphans.
 // A retiring token stays while fewer than min_active active tokens are
-// eligible: it is the last fallback.
+// eligible: it is the last fallback. When the provider cannot revoke, a
+// token stays tracked until it expires, so no live credential is forgotten.
 func (r *rotator) reap(ctx context.Context, ps *fsm.PoolState, now time.Time) {
 	policy := ps.Pool.Rotation.WithDefaults()
 	eligible := 0
@@ -298,10 +309,21 @@ func (r *rotator) reap(ctx context.Context, ps *fsm.PoolState, now time.Time) {
 			now.Before(r.reapAfter[t.ID]):
 			continue
 		}
-		reason := "retired; the provider cannot revoke"
-		if p, err := r.providers.get(ps.Pool); err == nil && p.Revoker != nil {
+		reason := "expired; the provider cannot revoke"
+		p, perr := r.providers.get(ps.Pool)
+		if perr != nil || p.Revoker == nil {
+			// Nothing can end it early: it stays tracked until it expires.
+			// One without expiry lives on at the issuer, untracked.
+			if now.Before(t.ExpiresAt) {
+				continue
+			}
+			if t.ExpiresAt.IsZero() {
+				reason = "retired; the provider cannot revoke it and it does not expire"
+				r.logger.Warn("forgetting a retired token that stays valid at the issuer: it cannot be revoked and does not expire", "pool", ps.Pool.Name, "token", t.ID)
+			}
+		} else {
 			cctx, cancel := context.WithTimeout(ctx, ps.Pool.Provider.CallTimeout())
-			err = p.Revoker.Revoke(cctx, tokens.RevokeRequest{Value: t.Value, Metadata: t.Metadata})
+			err := p.Revoker.Revoke(cctx, tokens.RevokeRequest{Value: t.Value, Metadata: t.Metadata})
 			cancel()
 			if err != nil {
 				r.logger.Warn("revoking a retired token failed; will retry", "pool", ps.Pool.Name, "token", t.ID, "lifecycle", t.Lifecycle, "error", err)
