@@ -30,13 +30,15 @@ type Agent struct {
 	nodeID  string
 	fsm     *fsm.FSM
 	cluster *cluster.Cluster
+	keys    *keyring
 	reads   *reader
 	forward *forwarder
 	monitor *monitor
 	rotator *rotator
 	prober  *prober
-	alerter *alerter
-	metrics *metrics
+	alerter  *alerter
+	resealer *resealer
+	metrics  *metrics
 	// ready is closed once New has built everything; leader tasks, which
 	// may start while the cluster is still being built, wait for it.
 	ready chan struct{}
@@ -57,6 +59,11 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a := &Agent{cfg: cfg, logger: cfg.Logger, errCh: make(chan error, 4), ready: make(chan struct{})}
+	keys, err := loadKeyring(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.keys = keys
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create data dir: %w", err)
@@ -82,6 +89,7 @@ func New(cfg Config) (*Agent, error) {
 	a.rotator = newRotator(a, cfg.RotationInterval)
 	a.prober = newProber(a)
 	a.alerter = newAlerter(a)
+	a.resealer = newResealer(a)
 	a.cluster, err = cluster.New(cluster.Config{
 		NodeID:            id,
 		NodeName:          cfg.NodeName,
@@ -98,7 +106,7 @@ func New(cfg Config) (*Agent, error) {
 		DeadServerTimeout: cfg.DeadServerTimeout,
 		Timing:            cfg.Timing,
 		Logger:            a.logger.Named("cluster"),
-		LeaderTasks:       []func(context.Context){a.whenReady(a.monitor.run), a.whenReady(a.rotator.run), a.whenReady(a.prober.run), a.whenReady(a.alerter.run)},
+		LeaderTasks:       []func(context.Context){a.whenReady(a.monitor.run), a.whenReady(a.rotator.run), a.whenReady(a.prober.run), a.whenReady(a.alerter.run), a.whenReady(a.resealer.run)},
 	}, a.fsm)
 	if err != nil {
 		httpLn.Close()
@@ -108,14 +116,22 @@ func New(cfg Config) (*Agent, error) {
 	a.cluster.HandleLeader(leaderRotate, a.rotator.handleRotate)
 	a.cluster.HandleLeader(leaderAlerts, a.alerter.handle)
 	a.monitor.cluster = a.cluster
+	// The state restored from the data dir tells whether this agent was
+	// given the cluster's keys; find out now, not at the first fetch.
+	if missing := a.keys.missing(a.fsm.State()); len(missing) > 0 {
+		httpLn.Close()
+		a.cluster.Shutdown()
+		return nil, errMissingKeys(missing, a.keys.load().IDs())
+	}
 
 	ctx, stop := context.WithCancel(context.Background())
 	a.stop = stop
-	a.reads = newReader(a.fsm)
+	a.reads = newReader(a.fsm, a.keys)
 	a.metrics = newMetrics(a)
 	a.forward = newForwarder(a.cluster, a.logger.Named("reports"))
 	a.goFunc(func() { a.forward.run(ctx) })
 	a.goFunc(func() { a.reads.pruneLoop(ctx) })
+	a.goFunc(func() { a.watchKeys(ctx) })
 
 	sockLn, err := listenUnix(cfg.SocketPath)
 	if err != nil {
@@ -211,6 +227,10 @@ func (a *Agent) RaftAddr() string { return a.cluster.RaftAddr() }
 
 // GossipAddr is the bound gossip address.
 func (a *Agent) GossipAddr() string { return a.cluster.GossipAddr() }
+
+// Snapshot has this agent's Raft snapshot the state now and compact its
+// log.
+func (a *Agent) Snapshot() error { return a.cluster.Snapshot() }
 
 // IsLeader reports whether this agent leads the cluster.
 func (a *Agent) IsLeader() bool { return a.cluster.IsLeader() }

@@ -34,6 +34,11 @@ func (b *backend) apply(ctx context.Context, t fsm.MessageType, req any) (uint64
 }
 
 func (b *backend) ApplyPool(ctx context.Context, p tokens.Pool) (uint64, error) {
+	spec, err := b.a.keys.sealSpec(b.a.fsm.State(), p.Name, p.Provider)
+	if err != nil {
+		return 0, err
+	}
+	p.Provider = spec
 	return b.apply(ctx, fsm.PoolUpsertType, fsm.PoolUpsertRequest{Pool: p, At: time.Now()})
 }
 
@@ -41,10 +46,16 @@ func (b *backend) DeletePool(ctx context.Context, name string, force bool) (uint
 	return b.apply(ctx, fsm.PoolDeleteType, fsm.PoolDeleteRequest{Name: name, Force: force, At: time.Now()})
 }
 
-func (b *backend) AddToken(ctx context.Context, t tokens.Token) (string, uint64, error) {
+func (b *backend) AddToken(ctx context.Context, t tokens.Token, value tokens.Secret) (string, uint64, error) {
 	now := time.Now()
+	if err := tokens.ValidateValue(value); err != nil {
+		return "", 0, err
+	}
 	t.ID = newTokenID()
-	t.Fingerprint = tokens.Fingerprint(t.Value)
+	var err error
+	if t.Value, t.Fingerprint, err = b.a.keys.sealValue(b.a.fsm.State(), t.Pool, t.ID, value); err != nil {
+		return "", 0, err
+	}
 	if err := t.Validate(now); err != nil {
 		return "", 0, err
 	}
@@ -201,8 +212,13 @@ func (b *backend) Health() api.AgentHealth {
 	if lc < 0 {
 		ms = -1
 	}
+	status, missing := "ok", b.a.keys.missingNow()
+	if len(missing) > 0 {
+		status = "missing_keys"
+	}
 	return api.AgentHealth{
-		Status:        "ok",
+		MissingKeys:   missing,
+		Status:        status,
 		Node:          b.a.cfg.NodeName,
 		ID:            b.a.nodeID,
 		RaftState:     b.a.cluster.RaftState(),

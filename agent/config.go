@@ -55,6 +55,12 @@ type Config struct {
 	// RotationInterval is how often the leader plans rotations and reaps
 	// retired tokens (default 1s).
 	RotationInterval time.Duration
+	// EncryptKeyFile holds the keyring: one base64 key per line. Keys
+	// installed with `tokend operator keyring install` are saved to it.
+	EncryptKeyFile string
+	// EncryptKey is a base64 key given another way (TOKEND_ENCRYPT_KEY).
+	// One of the two is required unless Dev.
+	EncryptKey string
 	// AlertWebhook, when set, receives alerts as Alertmanager JSON.
 	AlertWebhook string
 	// AlertRepeat is how often a firing alert is sent again (default 1h).

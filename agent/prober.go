@@ -144,7 +144,13 @@ func (p *prober) probe(ctx context.Context, job probeJob) tokens.Report {
 		rep.Outcome, rep.At = tokens.OutcomeError, time.Now()
 		return rep
 	}
-	req.Header.Set(c.Header, strings.ReplaceAll(c.Format, tokens.TokenPlaceholder, job.token.Value.Reveal()))
+	value, err := p.a.keys.openToken(job.token)
+	if err != nil {
+		p.logger.Error("cannot open a token to probe it", "pool", job.key.pool, "token", job.key.id, "error", err)
+		rep.Outcome, rep.At = tokens.OutcomeError, time.Now()
+		return rep
+	}
+	req.Header.Set(c.Header, strings.ReplaceAll(c.Format, tokens.TokenPlaceholder, value.Reveal()))
 	resp, err := p.client.Do(req)
 	rep.At = time.Now()
 	rep.LatencyMS = rep.At.Sub(start).Milliseconds()

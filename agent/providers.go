@@ -76,6 +76,7 @@ type builtProvider struct {
 // so HTTP clients and their connections are reused.
 type providerCache struct {
 	factory ProviderFactory
+	keys    *keyring
 	mu      sync.Mutex
 	pools   map[string]cachedProvider
 }
@@ -86,8 +87,8 @@ type cachedProvider struct {
 	err         error
 }
 
-func newProviderCache(factory ProviderFactory) *providerCache {
-	return &providerCache{factory: factory, pools: map[string]cachedProvider{}}
+func newProviderCache(factory ProviderFactory, keys *keyring) *providerCache {
+	return &providerCache{factory: factory, keys: keys, pools: map[string]cachedProvider{}}
 }
 
 func (c *providerCache) get(p *tokens.Pool) (builtProvider, error) {
@@ -96,8 +97,13 @@ func (c *providerCache) get(p *tokens.Pool) (builtProvider, error) {
 	if cp, ok := c.pools[p.Name]; ok && cp.modifyIndex == p.ModifyIndex {
 		return cp.built, cp.err
 	}
+	spec, err := c.keys.openSpec(p.Name, p.Provider)
+	if err != nil {
+		// Not cached: the key may be installed before the next call.
+		return builtProvider{}, err
+	}
 	var built builtProvider
-	prov, err := c.factory(p.Provider)
+	prov, err := c.factory(spec)
 	if err == nil {
 		built.Provider = prov
 		if rv, ok := prov.(tokens.Revoker); ok {

@@ -19,6 +19,7 @@ import (
 // that Apply holds.
 type reader struct {
 	fsm     *fsm.FSM
+	keys    *keyring
 	overlay atomic.Pointer[tokens.Overlay]
 	// mu serializes overlay writers; readers only load the pointer.
 	mu       sync.Mutex
@@ -101,8 +102,8 @@ func (r *reader) record(rep tokens.Report) {
 	st.lastReport.Store(rep.At.UnixNano())
 }
 
-func newReader(f *fsm.FSM) *reader {
-	r := &reader{fsm: f}
+func newReader(f *fsm.FSM, keys *keyring) *reader {
+	r := &reader{fsm: f, keys: keys}
 	r.overlay.Store(&tokens.Overlay{})
 	return r
 }
@@ -189,6 +190,7 @@ func (r *reader) prune(now time.Time) {
 			return true
 		})
 	}
+	r.keys.prune(state)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	cur := *r.overlay.Load()
@@ -262,6 +264,8 @@ func (v *view) Select(pool string, exclude []string) (*tokens.Token, error) {
 }
 
 func (v *view) Health(t *tokens.Token) tokens.Health { return v.overlay.Health(t) }
+
+func (v *view) Open(t *tokens.Token) (tokens.Secret, error) { return v.r.keys.openToken(t) }
 
 func (v *view) Eligible(t *tokens.Token) bool {
 	return tokens.Eligible(t, &tokens.Query{Now: v.now, Overlay: v.overlay})

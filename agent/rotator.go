@@ -59,7 +59,7 @@ func newRotator(a *Agent, interval time.Duration) *rotator {
 	if factory == nil {
 		factory = defaultProviderFactory(a.cfg.NodeName)
 	}
-	return &rotator{a: a, logger: a.logger.Named("rotator"), providers: newProviderCache(factory), interval: interval, wake: make(chan struct{}, 1)}
+	return &rotator{a: a, logger: a.logger.Named("rotator"), providers: newProviderCache(factory, a.keys), interval: interval, wake: make(chan struct{}, 1)}
 }
 
 // run is the leader task.
@@ -251,8 +251,13 @@ func (r *rotator) issue(ctx context.Context, pool *tokens.Pool, rot *tokens.Rota
 		return
 	}
 	tok := tokens.Token{
-		ID: newTokenID(), Pool: pool.Name, Value: issued.Value, Fingerprint: tokens.Fingerprint(issued.Value),
+		ID: newTokenID(), Pool: pool.Name,
 		ExpiresAt: issued.ExpiresAt, Metadata: issued.Metadata, RotationID: rot.ID, Generation: rot.Generation,
+	}
+	tok.Value, tok.Fingerprint, err = r.a.keys.sealValue(r.a.fsm.State(), pool.Name, tok.ID, issued.Value)
+	if err != nil {
+		r.logger.Error("a provider issued a credential that this leader cannot seal, so it is not recorded", "pool", pool.Name, "rotation", rot.ID, "error", err)
+		return
 	}
 	_, err = r.retryApply(wctx, fsm.RotationCommitType, fsm.RotationCommitRequest{Pool: pool.Name, ID: rot.ID, Term: rot.Term, Token: tok, At: time.Now()})
 	if err == nil {
@@ -322,9 +327,12 @@ func (r *rotator) reap(ctx context.Context, ps *fsm.PoolState, now time.Time) {
 				r.logger.Warn("forgetting a retired token that stays valid at the issuer: it cannot be revoked and does not expire", "pool", ps.Pool.Name, "token", t.ID)
 			}
 		} else {
-			cctx, cancel := context.WithTimeout(ctx, ps.Pool.Provider.CallTimeout())
-			err := p.Revoker.Revoke(cctx, tokens.RevokeRequest{Value: t.Value, Metadata: t.Metadata})
-			cancel()
+			value, err := r.a.keys.openToken(t)
+			if err == nil {
+				cctx, cancel := context.WithTimeout(ctx, ps.Pool.Provider.CallTimeout())
+				err = p.Revoker.Revoke(cctx, tokens.RevokeRequest{Value: value, Metadata: t.Metadata})
+				cancel()
+			}
 			if err != nil {
 				r.logger.Warn("revoking a retired token failed; will retry", "pool", ps.Pool.Name, "token", t.ID, "lifecycle", t.Lifecycle, "error", err)
 				r.reapAfter[t.ID] = now.Add(policy.RetryDelay(2, rand.Float64()))

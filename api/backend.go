@@ -22,8 +22,9 @@ type Backend interface {
 
 	ApplyPool(ctx context.Context, p tokens.Pool) (uint64, error)
 	DeletePool(ctx context.Context, name string, force bool) (uint64, error)
-	// AddToken fills in the token's id and returns it with the index.
-	AddToken(ctx context.Context, t tokens.Token) (string, uint64, error)
+	// AddToken seals value into the token, fills in its id and returns it
+	// with the index.
+	AddToken(ctx context.Context, t tokens.Token, value tokens.Secret) (string, uint64, error)
 	RemoveToken(ctx context.Context, pool, id string) (uint64, error)
 	// Report applies a report locally at once and sends it to the leader,
 	// which decides and commits any change.
@@ -59,6 +60,8 @@ type View interface {
 	Pool(name string) (*tokens.Pool, []*tokens.Token, bool)
 	// Select picks the token to serve from a pool.
 	Select(pool string, exclude []string) (*tokens.Token, error)
+	// Open returns a token's value, opened with this agent's keyring.
+	Open(t *tokens.Token) (tokens.Secret, error)
 	// Health is a token's health with this agent's overlay applied.
 	Health(t *tokens.Token) tokens.Health
 	// Eligible reports whether this agent would serve t now.

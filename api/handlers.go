@@ -162,14 +162,14 @@ func (s *server) addToken(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeBody(w, r, &req); err != nil {
 		return err
 	}
-	t := tokens.Token{Pool: name, Value: tokens.Secret(req.Value), Priority: req.Priority, Labels: req.Labels}
+	t := tokens.Token{Pool: name, Priority: req.Priority, Labels: req.Labels}
 	if req.ExpiresAt != nil {
 		t.ExpiresAt = *req.ExpiresAt
 	}
 	if req.NotBefore != nil {
 		t.NotBefore = *req.NotBefore
 	}
-	id, index, err := s.b.AddToken(r.Context(), t)
+	id, index, err := s.b.AddToken(r.Context(), t, tokens.Secret(req.Value))
 	if err != nil {
 		return err
 	}
@@ -221,18 +221,23 @@ func (s *server) fetchToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	value, err := view.Open(t)
+	if err != nil {
+		result = errorCode(err)
+		return err
+	}
 	h := w.Header()
 	h["Cache-Control"] = headerNoStore
 	h[headerTokenID] = []string{t.ID}
 	if raw {
 		h["Content-Type"] = headerTextPlain
-		_, _ = io.WriteString(w, t.Value.Reveal())
+		_, _ = io.WriteString(w, value.Reveal())
 		return nil
 	}
 	writeJSON(w, http.StatusOK, Token{
 		ID:        t.ID,
 		Pool:      t.Pool,
-		Value:     t.Value.Reveal(),
+		Value:     value.Reveal(),
 		ExpiresAt: timePtr(t.ExpiresAt),
 		Priority:  t.Priority,
 		Labels:    t.Labels,

@@ -143,6 +143,14 @@ func errorResponse(err error) (int, ErrorBody) {
 		return http.StatusNotFound, body
 	case errors.Is(err, tokens.ErrConflict):
 		return http.StatusConflict, body
+	case errors.Is(err, tokens.ErrUnauthenticated):
+		return http.StatusUnauthorized, body
+	case errors.Is(err, tokens.ErrPermissionDenied):
+		return http.StatusForbidden, body
+	case errors.Is(err, tokens.ErrRateLimited):
+		return http.StatusTooManyRequests, body
+	case errors.Is(err, tokens.ErrInternal):
+		return http.StatusInternalServerError, body
 	}
 	return http.StatusServiceUnavailable, body
 }

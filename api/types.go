@@ -228,6 +228,9 @@ type AgentHealth struct {
 	KnownLeader   bool   `json:"known_leader"`
 	AppliedIndex  uint64 `json:"applied_index"`
 	LastContactMS int64  `json:"last_contact_ms"`
+	// MissingKeys lists keys the cluster's secrets are sealed with that
+	// this agent lacks; Status is then "missing_keys".
+	MissingKeys []string `json:"missing_keys,omitempty"`
 }
 
 // Leader is the answer to GET /v1/status/leader; empty fields mean no

@@ -167,6 +167,9 @@ func (c *Cluster) setupRaft() error {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return fmt.Errorf("create raft dir: %w", err)
 		}
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("restrict raft dir: %w", err)
+		}
 		bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db")})
 		if err != nil {
 			return fmt.Errorf("open raft store: %w", err)
@@ -178,9 +181,12 @@ func (c *Cluster) setupRaft() error {
 		}
 		logs, stable = cache, bolt
 		c.stable = bolt
-		snaps, err = raft.NewFileSnapshotStoreWithLogger(dir, 2, c.logger.Named("snapshot"))
+		files, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, c.logger.Named("snapshot"))
 		if err != nil {
 			return fmt.Errorf("open snapshot store: %w", err)
+		}
+		if snaps, err = newPrivateSnapshots(files, dir); err != nil {
+			return fmt.Errorf("restrict snapshot files: %w", err)
 		}
 		if err := c.replayCommitted(logs, stable, snaps); err != nil {
 			return fmt.Errorf("restore state from the data dir: %w", err)
@@ -274,6 +280,9 @@ func (c *Cluster) TransferLeadership() error {
 	}
 	return nil
 }
+
+// Snapshot has Raft take a snapshot now and compact its log.
+func (c *Cluster) Snapshot() error { return c.raft.Snapshot().Error() }
 
 // IsLeader reports whether this agent is the Raft leader.
 func (c *Cluster) IsLeader() bool { return c.raft.State() == raft.Leader }

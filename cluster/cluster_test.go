@@ -7,10 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -564,5 +567,48 @@ func TestCallLeader(t *testing.T) {
 		if _, err := n.CallLeader(context.Background(), "missing", nil); !errors.Is(err, tokens.ErrUnavailable) {
 			t.Fatalf("%s: missing handler = %v, want unavailable", n.cfg.NodeName, err)
 		}
+	}
+}
+
+// Everything Raft writes, snapshots included, is for this agent's user
+// only, whatever the process umask: directories 0700, files 0600.
+func TestRaftFilesArePrivate(t *testing.T) {
+	old := syscall.Umask(0o022)
+	defer syscall.Umask(old)
+	tc := newTestCluster(t)
+	n := tc.add(1, nil)
+	tc.leader()
+	for v := range uint64(3) {
+		if _, err := n.Apply(context.Background(), entry(v+1)); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Snapshot(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]int{}
+	err := filepath.WalkDir(filepath.Join(n.cfg.DataDir, "raft"), func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		want := os.FileMode(0o600)
+		if d.IsDir() {
+			want = 0o700
+		}
+		if fi.Mode().Perm() != want {
+			t.Errorf("%s has mode %v, want %v", path, fi.Mode().Perm(), want)
+		}
+		seen[d.Name()]++
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seen["state.bin"] == 0 || seen["meta.json"] == 0 || seen["raft.db"] != 1 {
+		t.Fatalf("walked %v: no snapshot or no raft.db", seen)
 	}
 }

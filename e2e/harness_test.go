@@ -49,6 +49,7 @@ type agentProc struct {
 	gossip  string
 	socket  string
 	logPath string
+	keyFile string
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -87,6 +88,9 @@ func newCluster(t *testing.T, n int) []*agentProc {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.RemoveAll(sockDir) })
+	// Each agent gets its own copy of the cluster's keyring file, as on
+	// separate hosts.
+	key := testutil.TestKey
 	procs := make([]*agentProc, n)
 	var gossips []string
 	for i := range procs {
@@ -99,6 +103,10 @@ func newCluster(t *testing.T, n int) []*agentProc {
 		}
 		p.socket = filepath.Join(sockDir, p.name+".sock")
 		p.logPath = filepath.Join(t.TempDir(), p.name+".log")
+		p.keyFile = filepath.Join(t.TempDir(), "keyring")
+		if err := os.WriteFile(p.keyFile, []byte(key+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 		p.args = []string{"agent",
 			"--node", p.name,
 			"--data-dir", p.dataDir,
@@ -106,6 +114,7 @@ func newCluster(t *testing.T, n int) []*agentProc {
 			"--raft-addr", fmt.Sprintf("127.0.0.1:%d", freePort(t)),
 			"--gossip-addr", p.gossip,
 			"--socket", p.socket,
+			"--encrypt-key-file", p.keyFile,
 			"--bootstrap-expect", fmt.Sprint(n),
 			"--log-level", "debug",
 		}

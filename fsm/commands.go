@@ -25,6 +25,8 @@ const (
 	RotationFailType    MessageType = 10
 	RotationAbandonType MessageType = 11
 	TokenOrphanType     MessageType = 12
+	KeyringUseType      MessageType = 13
+	SecretsResealType   MessageType = 14
 )
 
 // IgnoreUnknownTypeFlag marks a type that an older agent may skip safely. A
@@ -58,6 +60,10 @@ func (t MessageType) String() string {
 		return "RotationAbandon"
 	case TokenOrphanType:
 		return "TokenOrphan"
+	case KeyringUseType:
+		return "KeyringUse"
+	case SecretsResealType:
+		return "SecretsReseal"
 	}
 	return fmt.Sprintf("MessageType(%d)", uint8(t))
 }
@@ -171,6 +177,41 @@ type TokenOrphanRequest struct {
 	Token  tokens.Token `json:"token"`
 	Reason string       `json:"reason"`
 	At     time.Time    `json:"at"`
+}
+
+// KeyringUseRequest makes KeyID the key every agent seals new secrets with.
+// The proposer has checked that every agent holds it.
+type KeyringUseRequest struct {
+	KeyID string    `json:"key_id"`
+	By    string    `json:"by"`
+	At    time.Time `json:"at"`
+}
+
+// SecretsResealRequest replaces secrets with the same secrets sealed under
+// another key. Each item applies only if its token or pool is unchanged
+// since the proposer read it (ModifyIndex), so a reseal never undoes a
+// write that raced with it.
+type SecretsResealRequest struct {
+	Tokens []ResealedToken `json:"tokens,omitempty"`
+	Pools  []ResealedPool  `json:"pools,omitempty"`
+	At     time.Time       `json:"at"`
+}
+
+// ResealedToken is one token's value sealed again.
+type ResealedToken struct {
+	Pool        string        `json:"pool"`
+	ID          string        `json:"id"`
+	ModifyIndex uint64        `json:"modify_index"`
+	Value       tokens.Sealed `json:"value"`
+	Fingerprint string        `json:"fingerprint"`
+}
+
+// ResealedPool is one pool's provider spec with its credentials sealed
+// again; everything else in it must be unchanged.
+type ResealedPool struct {
+	Name        string              `json:"name"`
+	ModifyIndex uint64              `json:"modify_index"`
+	Provider    tokens.ProviderSpec `json:"provider"`
 }
 
 // Encode returns the log entry for a command.

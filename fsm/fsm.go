@@ -114,6 +114,10 @@ func (f *FSM) run(logger hclog.Logger, s *State, index uint64, entry []byte) (*S
 		apply = applyRotationAbandon
 	case TokenOrphanType:
 		apply = applyTokenOrphan
+	case KeyringUseType:
+		apply = applyKeyringUse
+	case SecretsResealType:
+		apply = applySecretsReseal
 	default:
 		if t&IgnoreUnknownTypeFlag != 0 {
 			logger.Warn("ignoring log entry of unknown type; an agent is newer than this one", "index", index, "type", uint8(t))
@@ -199,9 +203,6 @@ func applyTokenAdd(s *State, index uint64, body []byte, _ hclog.Logger) (*State,
 	ps, ok := s.pools[t.Pool]
 	if !ok {
 		return nil, nil, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", t.Pool)
-	}
-	if t.Fingerprint == "" {
-		return nil, nil, tokens.Errorf(tokens.CodeInvalid, "token has no fingerprint")
 	}
 	for _, old := range ps.Tokens {
 		switch {

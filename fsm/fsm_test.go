@@ -145,7 +145,7 @@ func TestTokenAdd(t *testing.T) {
 	})
 	h.mustApply(TokenAddType, req)
 	want := tokens.Token{
-		ID: "tok_a", Pool: "github", Value: tokens.Secret("value-a"), Fingerprint: tokens.Fingerprint([]byte("value-a")),
+		ID: "tok_a", Pool: "github", Value: tokens.Sealed("value-a"), Fingerprint: legacyFingerprint([]byte("value-a")),
 		Priority: 7, Labels: map[string]string{"scope": "repo"}, ExpiresAt: t0.Add(24 * time.Hour), NotBefore: t0.Add(-time.Hour),
 		Lifecycle: tokens.LifecycleActive,
 		Health:    tokens.Health{State: tokens.Healthy, Since: at},
@@ -489,7 +489,7 @@ func TestApplyCorruptEntries(t *testing.T) {
 		{"nil entry", nil},
 		{"empty entry", []byte{}},
 		{"type zero", []byte{0}},
-		{"unknown type", append([]byte{13}, `{"name":"p"}`...)},
+		{"unknown type", append([]byte{99}, `{"name":"p"}`...)},
 		{"highest type without the ignore flag", append([]byte{127}, `{}`...)},
 	}
 	for _, typ := range []MessageType{PoolUpsertType, PoolDeleteType, TokenAddType, TokenRemoveType, TokenHealthType, TokenResetType} {

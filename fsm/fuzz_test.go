@@ -61,11 +61,17 @@ func FuzzApply(f *testing.F) {
 		append([]byte{byte(RotationFailType)}, `{"pool":"vault","id":"rot_4","term":3,"error":"`+strings.Repeat("€", 200)+`","next_attempt":"0001-01-01T00:00:00Z","at":"2030-01-02T12:00:00Z"}`...),
 		append([]byte{byte(RotationFailType)}, `{"pool":"vault","id":"rot_2","term":3,"error":"x`+strings.Repeat(`\u00e9`, 300)+`","next_attempt":"9999-12-31T23:59:59+14:00"}`...),
 		append([]byte{byte(RotationAbandonType)}, `{"pool":"vault","id":"rot_4","reason":"`+strings.Repeat(`\ud83d\ude00`, 200)+`"}`...),
-		append([]byte{byte(TokenOrphanType)}, `{"token":{"id":"tok_v9","pool":"vault","value":"dmFsdWUtdjM=","fingerprint":"`+tokens.Fingerprint([]byte("value-v3"))+`"},"reason":"held"}`...),
+		append([]byte{byte(TokenOrphanType)}, `{"token":{"id":"tok_v9","pool":"vault","value":"dmFsdWUtdjM=","fingerprint":"`+legacyFingerprint([]byte("value-v3"))+`"},"reason":"held"}`...),
 		append([]byte{byte(TokenOrphanType)}, `{"token":{"id":"tok_v9","pool":"vault","value":"eA==","fingerprint":"g","expires_at":"0001-01-01T00:00:01Z","not_before":"9999-01-01T00:00:00Z","lifecycle":"active","rotation_id":"Not Valid","generation":18446744073709551615},"reason":"late","at":"2030-01-02T12:00:00+05:30"}`...),
 		append([]byte{byte(TokenRemoveType)}, `{"pool":"vault","id":"tok_v1","reason":"`+strings.Repeat("ü", 300)+`","at":"2030-01-02T12:00:00Z"}`...),
 		append([]byte{byte(TokenAddType)}, `{"token":{"id":"tok_v9","pool":"vault","value":"eA==","fingerprint":"h","rotation_id":"rot_2","generation":3,"retire_at":"2030-01-02T12:00:00Z","lifecycle":"retiring"},"at":"2030-01-02T12:00:00Z"}`...),
 		append([]byte{byte(PoolDeleteType)}, `{"name":"vault","force":true}`...),
+		// Keyring and reseal, against everyCommand's tok_v7 (sealed with
+		// key B at index 65) and tok_v8 (key A, index 61).
+		append([]byte{byte(KeyringUseType)}, `{"key_id":"00000000","by":"\u0000","at":"0001-01-01T00:00:00Z"}`...),
+		append([]byte{byte(KeyringUseType)}, `{"key_id":["x"]}`...),
+		append([]byte{byte(SecretsResealType)}, `{"tokens":[{"pool":"vault","id":"tok_v8","modify_index":61,"value":"9QEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","fingerprint":"x"},{"pool":"vault","id":"tok_v8","modify_index":61,"value":"9QEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","fingerprint":"y"}],"pools":[{"name":"oauth","modify_index":65,"provider":{"type":"oauth2","token_url":"https://auth.example.com/token","client_id":"client-1","client_secret":"9QEAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}]}`...),
+		append([]byte{byte(SecretsResealType)}, `{"pools":[{"name":"oauth","modify_index":65,"provider":{"type":"exec"}}]}`...),
 	}
 	for _, e := range extra {
 		f.Add(joinEntries(append(slices.Clone(entries), e)))

@@ -2,6 +2,9 @@ package fsm
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -223,8 +226,20 @@ func poolReq(name string, at time.Time, mods ...func(*tokens.Pool)) PoolUpsertRe
 	return PoolUpsertRequest{Pool: p, At: at}
 }
 
+// legacyFingerprint is how agents fingerprinted values before they sealed
+// them: unkeyed.
+func legacyFingerprint(value []byte) string {
+	sum := sha256.Sum256(value)
+	return hex.EncodeToString(sum[:16])
+}
+
+// tokenReq adds a token whose value is in plaintext, as agents wrote them
+// before values were sealed: the histories the golden snapshots of versions
+// 1 to 3 were written from are made of these, and the state machine does
+// not care whether a value is sealed beyond checking its form. sealedReq
+// adds one as agents write them now.
 func tokenReq(pool, id, value string, priority int, at time.Time, mods ...func(*tokens.Token)) TokenAddRequest {
-	tk := tokens.Token{ID: id, Pool: pool, Value: tokens.Secret(value), Fingerprint: tokens.Fingerprint([]byte(value)), Priority: priority}
+	tk := tokens.Token{ID: id, Pool: pool, Value: tokens.Sealed(value), Fingerprint: legacyFingerprint([]byte(value)), Priority: priority}
 	for _, m := range mods {
 		m(&tk)
 	}
@@ -512,12 +527,10 @@ func version2Commands(t testing.TB) [][]byte {
 	)
 }
 
-// everyCommand returns a sequence of entries that uses every command type,
-// accepted and rejected, and every health transition, starting from empty
-// state: version2Commands, then the rotation commands version 3 added. It
-// leaves rotations open and a pool with every status field set, and is the
-// history testdata/snapshot-v3.jsonl was written from.
-func everyCommand(t testing.TB) [][]byte {
+// version3Commands is the history testdata/snapshot-v3.jsonl was written
+// from: version2Commands, then the rotation commands version 3 added. It
+// leaves rotations open and a pool with every status field set.
+func version3Commands(t testing.TB) [][]byte {
 	e := func(typ MessageType, req any) []byte { return encode(t, typ, req) }
 	at := func(d time.Duration) time.Time { return t0.Add(6*time.Hour + d) }
 	rot := func(id, replaces string, gen, term uint64, leader, reason string) tokens.Rotation {
@@ -573,6 +586,120 @@ func everyCommand(t testing.TB) [][]byte {
 		e(TokenRemoveType, TokenRemoveRequest{Pool: "vault", ID: "tok_v8", Reason: "revoked at the provider", At: at(9 * time.Minute)}),
 		e(TokenHealthType, changes(change("vault", "tok_v1", failed("unauthorized", at(9*time.Minute))))),
 	)
+}
+
+// everyCommand returns a sequence of entries that uses every command type,
+// accepted and rejected, and every health transition, starting from empty
+// state: version3Commands, then sealed values, a keyring switch and a
+// reseal, as version 4 added. It is the history testdata/snapshot-v4.jsonl
+// was written from.
+func everyCommand(t testing.TB) [][]byte {
+	entries := version3Commands(t)
+	at := func(d time.Duration) time.Time { return t0.Add(7*time.Hour + d) }
+	add := func(typ MessageType, req any) uint64 {
+		entries = append(entries, encode(t, typ, req))
+		return uint64(len(entries))
+	}
+	oauth := func(secret tokens.Secret, url string) func(*tokens.Pool) {
+		return func(p *tokens.Pool) {
+			p.Provider = tokens.ProviderSpec{Type: tokens.ProviderOAuth2, TokenURL: url, ClientID: "client-1", ClientSecret: secret}
+		}
+	}
+	// A credential written in plaintext, before sealing existed.
+	oauthIndex := add(PoolUpsertType, poolReq("oauth", at(0), oauth(tokens.Secret("client-secret-1"), "https://auth.example.com/token")))
+	v7 := add(TokenAddType, sealedReq("vault", "tok_v7", testKeyA, at(time.Second)))
+	add(TokenAddType, sealedReq("vault", "tok_v8", testKeyA, at(time.Second)))
+	// Rejected: a sealed value cut short.
+	add(TokenAddType, sealedReq("vault", "tok_v8", testKeyA, at(time.Second), func(tk *tokens.Token) { tk.ID, tk.Value = "tok_v9", tk.Value[:20] }))
+	// Rejected: not a key id.
+	add(KeyringUseType, KeyringUseRequest{KeyID: "not-hex!", By: "alice", At: at(time.Minute)})
+	add(KeyringUseType, KeyringUseRequest{KeyID: testKeyB, By: "alice", At: at(time.Minute)})
+	v7B := sealedFixture(testKeyB, "vault", "tok_v7")
+	oauthB := sealedFixture(testKeyB, "oauth", "")
+	resealed := poolReq("oauth", at(0), oauth(tokens.Secret(oauthB.value), "https://auth.example.com/token")).Pool
+	if err := resealed.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	spec := resealed.Provider
+	add(SecretsResealType, SecretsResealRequest{At: at(2 * time.Minute),
+		Tokens: []ResealedToken{
+			{Pool: "vault", ID: "tok_v7", ModifyIndex: v7, Value: v7B.value, Fingerprint: v7B.fingerprint},
+			// Skipped: tok_v8 is not at this index; tok_gone does not exist.
+			{Pool: "vault", ID: "tok_v8", ModifyIndex: v7, Value: v7B.value, Fingerprint: v7B.fingerprint},
+			{Pool: "vault", ID: "tok_gone", ModifyIndex: v7, Value: v7B.value, Fingerprint: v7B.fingerprint},
+		},
+		Pools: []ResealedPool{{Name: "oauth", ModifyIndex: oauthIndex, Provider: spec}},
+	})
+	// Rejected: a reseal may not change anything but credentials.
+	moved := spec
+	moved.TokenURL = "https://evil.example.com/token"
+	add(SecretsResealType, SecretsResealRequest{At: at(3 * time.Minute), Pools: []ResealedPool{{Name: "oauth", ModifyIndex: oauthIndex, Provider: moved}}})
+	// Rejected: a reseal must seal.
+	add(SecretsResealType, SecretsResealRequest{At: at(3 * time.Minute), Tokens: []ResealedToken{{Pool: "vault", ID: "tok_v7", ModifyIndex: v7, Value: tokens.Sealed("plain"), Fingerprint: "x"}}})
+	return entries
+}
+
+// Test keys: 32 bytes 0x01..0x20 and 0x64..0x83.
+const (
+	testKeyA = "096c36b3"
+	testKeyB = "8b9afbf0"
+)
+
+func testKeyring(t testing.TB) *tokens.Keyring {
+	t.Helper()
+	a, b := make([]byte, tokens.KeySize), make([]byte, tokens.KeySize)
+	for i := range a {
+		a[i], b[i] = byte(i+1), byte(100+i)
+	}
+	kr, err := tokens.NewKeyring(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return kr
+}
+
+type fixture struct {
+	key, pool, id, plain string
+	value                tokens.Sealed
+	fingerprint          string
+}
+
+// sealedFixtures were sealed once with testKeyring: sealing draws random
+// nonces, and the version 4 golden snapshot must be the same every run.
+// TestSealedFixturesOpen proves they are what they claim. An empty id is a
+// provider credential.
+var sealedFixtures = []fixture{
+	{testKeyA, "vault", "tok_v7", "value-v7", b64("9QEJbDazeinY3Pzuii+MszsTXJHxJj1uOuQg5isT8iVYXZ4LN3/7LvjB"), "096c36b3:0584d5f2e677625eee9cdccadf01c467"},
+	{testKeyA, "vault", "tok_v8", "value-v8", b64("9QEJbDazMKZVPTsfnUwsupQ9hvOS3krczW49Q/afZiEv4t/cAkVHh9eW"), "096c36b3:2e523b211db9637ac85624c4d21371d8"},
+	{testKeyB, "vault", "tok_v7", "value-v7", b64("9QGLmvvwebDLP52ID5+43zMS5kfbl4vAF/YrkSF2QeR1Zr0pycrjM216"), "8b9afbf0:d4e374a84b59d653f7e27bb2ceb1133b"},
+	{testKeyB, "oauth", "", "client-secret-1", b64("9QGLmvvwSzmrlcL0F/uecOnTCowjitBAvNz1Xb34Da9BOeU6sjlemEE7vnAPdjiN+g=="), ""},
+}
+
+func b64(s string) tokens.Sealed {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+func sealedFixture(key, pool, id string) fixture {
+	for _, f := range sealedFixtures {
+		if f.key == key && f.pool == pool && f.id == id {
+			return f
+		}
+	}
+	panic("no sealed fixture " + key + "/" + pool + "/" + id)
+}
+
+// sealedReq adds a token as agents do now: its value sealed.
+func sealedReq(pool, id, key string, at time.Time, mods ...func(*tokens.Token)) TokenAddRequest {
+	f := sealedFixture(key, pool, id)
+	tk := tokens.Token{ID: id, Pool: pool, Value: f.value, Fingerprint: f.fingerprint}
+	for _, m := range mods {
+		m(&tk)
+	}
+	return TokenAddRequest{Token: tk, At: at}
 }
 
 // issuingPool is a pool whose provider issues tokens, so that it can be

@@ -220,9 +220,6 @@ func checkNewToken(ps *PoolState, t *tokens.Token, at time.Time, checkExpiry boo
 	if err := probe.Validate(at); err != nil {
 		return err
 	}
-	if t.Fingerprint == "" {
-		return tokens.Errorf(tokens.CodeInvalid, "token has no fingerprint")
-	}
 	for _, old := range ps.Tokens {
 		switch {
 		case old.ID == t.ID:

@@ -277,7 +277,7 @@ func TestRotationCommit(t *testing.T) {
 		{"id taken", tokens.CodeConflict, `"tok_b" already exists`, with(func(r *RotationCommitRequest) { r.Token.ID = "tok_b" })},
 		{"id of the replaced token", tokens.CodeConflict, `"tok_a" already exists`, with(func(r *RotationCommitRequest) { r.Token.ID = "tok_a" })},
 		{"value held", tokens.CodeConflict, `already holds this value as token "tok_c"`, with(func(r *RotationCommitRequest) {
-			r.Token.Value, r.Token.Fingerprint = tokens.Secret("value-c"), tokens.Fingerprint([]byte("value-c"))
+			r.Token.Value, r.Token.Fingerprint = tokens.Sealed("value-c"), legacyFingerprint([]byte("value-c"))
 		})},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -839,7 +839,7 @@ func TestRotationPoolUpdate(t *testing.T) {
 
 // Every event the rotation commands record, in one history.
 func TestRotationEvents(t *testing.T) {
-	h := applyAll(t, everyCommand(t))
+	h := applyAll(t, version3Commands(t))
 	at := func(d time.Duration) time.Time { return t0.Add(6*time.Hour + d) }
 	all, _ := h.f.Events(0, tokens.MaxEvents)
 	var got []tokens.Event
@@ -984,14 +984,14 @@ func TestRotationTypeNames(t *testing.T) {
 	for typ, want := range map[MessageType]string{
 		RotationBeginType: "RotationBegin", RotationResumeType: "RotationResume", RotationCommitType: "RotationCommit",
 		RotationFailType: "RotationFail", RotationAbandonType: "RotationAbandon", TokenOrphanType: "TokenOrphan",
-		TokenOrphanType + 1: "MessageType(13)",
+		KeyringUseType: "KeyringUse", SecretsResealType: "SecretsReseal", SecretsResealType + 1: "MessageType(15)",
 	} {
 		if got := typ.String(); got != want {
 			t.Errorf("MessageType(%d) = %q, want %q", uint8(typ), got, want)
 		}
 	}
 	// Numbers are only ever appended.
-	if RotationBeginType != 7 || RotationResumeType != 8 || RotationCommitType != 9 || RotationFailType != 10 || RotationAbandonType != 11 || TokenOrphanType != 12 {
+	if RotationBeginType != 7 || RotationResumeType != 8 || RotationCommitType != 9 || RotationFailType != 10 || RotationAbandonType != 11 || TokenOrphanType != 12 || KeyringUseType != 13 || SecretsResealType != 14 {
 		t.Fatal("a rotation command's type number changed")
 	}
 }
@@ -1006,8 +1006,8 @@ func TestRotationCommitPromotesItsOwnOrphan(t *testing.T) {
 	rot := tokens.Rotation{ID: "rot_a", Pool: "p", Reason: tokens.ReasonSize, Generation: 1, Term: 2, Leader: "old"}
 	h.mustApply(RotationBeginType, RotationBeginRequest{Rotation: rot, At: t0})
 	h.mustApply(RotationResumeType, RotationResumeRequest{Pool: "p", ID: "rot_a", Term: 3, Leader: "new", At: t0.Add(time.Second)})
-	value := tokens.Secret("same-credential")
-	late := tokens.Token{ID: "tok_late", Pool: "p", Value: value, Fingerprint: tokens.Fingerprint(value), RotationID: "rot_a", ExpiresAt: t0.Add(time.Hour)}
+	value := tokens.Sealed("same-credential")
+	late := tokens.Token{ID: "tok_late", Pool: "p", Value: value, Fingerprint: legacyFingerprint(value), RotationID: "rot_a", ExpiresAt: t0.Add(time.Hour)}
 	// The deposed leader's commit is refused; its credential becomes an orphan.
 	h.reject(RotationCommitType, RotationCommitRequest{Pool: "p", ID: "rot_a", Term: 2, Token: late, At: t0.Add(2 * time.Second)}, tokens.CodeConflict)
 	h.mustApply(TokenOrphanType, TokenOrphanRequest{Token: late, Reason: "deposed", At: t0.Add(2 * time.Second)})
@@ -1015,7 +1015,7 @@ func TestRotationCommitPromotesItsOwnOrphan(t *testing.T) {
 		t.Fatalf("late credential is %s, want orphaned", tk.Lifecycle)
 	}
 	// The new leader gets the same credential back and commits it.
-	again := tokens.Token{ID: "tok_new", Pool: "p", Value: value, Fingerprint: tokens.Fingerprint(value), ExpiresAt: t0.Add(time.Hour)}
+	again := tokens.Token{ID: "tok_new", Pool: "p", Value: value, Fingerprint: legacyFingerprint(value), ExpiresAt: t0.Add(time.Hour)}
 	h.mustApply(RotationCommitType, RotationCommitRequest{Pool: "p", ID: "rot_a", Term: 3, Token: again, At: t0.Add(3 * time.Second)})
 	ps := h.pool("p")
 	if len(ps.Tokens) != 1 || ps.Tokens[0].ID != "tok_new" || ps.Tokens[0].Lifecycle != tokens.LifecycleActive || len(ps.Rotations) != 0 {
@@ -1023,6 +1023,6 @@ func TestRotationCommitPromotesItsOwnOrphan(t *testing.T) {
 	}
 	// An orphan of another rotation with the same value still blocks.
 	h.mustApply(RotationBeginType, RotationBeginRequest{Rotation: tokens.Rotation{ID: "rot_b", Pool: "p", Reason: tokens.ReasonSize, Generation: 2, Term: 3, Leader: "new"}, At: t0.Add(4 * time.Second)})
-	dup := tokens.Token{ID: "tok_dup", Pool: "p", Value: value, Fingerprint: tokens.Fingerprint(value), ExpiresAt: t0.Add(time.Hour)}
+	dup := tokens.Token{ID: "tok_dup", Pool: "p", Value: value, Fingerprint: legacyFingerprint(value), ExpiresAt: t0.Add(time.Hour)}
 	h.reject(RotationCommitType, RotationCommitRequest{Pool: "p", ID: "rot_b", Term: 3, Token: dup, At: t0.Add(5 * time.Second)}, tokens.CodeConflict)
 }

@@ -19,9 +19,10 @@ import (
 //	version 1: pool and token records
 //	version 2: adds event records and the header's events_dropped
 //	version 3: adds rotation records and the pool record's status
+//	version 4: adds the keyring record; values may be sealed
 const (
 	snapshotFormat  = "tokend-state"
-	snapshotVersion = 3
+	snapshotVersion = 4
 )
 
 type snapshotHeader struct {
@@ -37,6 +38,7 @@ const (
 	recordToken    = "token"
 	recordRotation = "rotation"
 	recordEvent    = "event"
+	recordKeyring  = "keyring"
 	recordEnd      = "end"
 )
 
@@ -47,6 +49,7 @@ type snapshotRecord struct {
 	Token    *tokens.Token          `json:"token,omitempty"`
 	Rotation *tokens.Rotation       `json:"rotation,omitempty"`
 	Event    *tokens.Event          `json:"event,omitempty"`
+	Keyring  *KeyringState          `json:"keyring,omitempty"`
 	// Count, on the end record, is the number of records before it.
 	Count int `json:"count,omitempty"`
 }
@@ -74,6 +77,12 @@ func (s *snapshot) WriteTo(w io.Writer) (int64, error) {
 		return cw.n, err
 	}
 	count := 0
+	if kr := s.state.Keyring(); kr != (KeyringState{}) {
+		if err := enc.Encode(snapshotRecord{Type: recordKeyring, Keyring: &kr}); err != nil {
+			return cw.n, err
+		}
+		count++
+	}
 	for _, ps := range s.state.Pools() {
 		rec := snapshotRecord{Type: recordPool, Pool: ps.Pool}
 		if ps.Status != (tokens.RotationStatus{}) {
@@ -198,6 +207,14 @@ func (f *FSM) Restore(r io.Reader) error {
 				return fmt.Errorf("snapshot record %d: events out of order", count)
 			}
 			events = append(events, *rec.Event)
+		case recordKeyring:
+			if h.Version < 4 || rec.Keyring == nil {
+				return fmt.Errorf("snapshot record %d: keyring record not valid in version %d", count, h.Version)
+			}
+			if next.keyring != (KeyringState{}) {
+				return fmt.Errorf("snapshot record %d: keyring appears twice", count)
+			}
+			next.keyring = *rec.Keyring
 		case recordEnd:
 			if rec.Count != count {
 				return fmt.Errorf("snapshot end record counts %d records, read %d", rec.Count, count)

@@ -48,7 +48,7 @@ func fullState() *State {
 	p2 := &tokens.Pool{Name: "empty", Selection: tokens.SelectPriority, Provider: tokens.ProviderSpec{Type: tokens.ProviderStatic}, CreatedAt: at(time.Minute), UpdatedAt: at(time.Minute), CreateIndex: 2, ModifyIndex: 2}
 	tk := func(id string, prio int, idx uint64, l tokens.Lifecycle, h tokens.Health) *tokens.Token {
 		return &tokens.Token{
-			ID: id, Pool: "github", Value: tokens.Secret("sealed:" + id), Fingerprint: tokens.Fingerprint([]byte(id)),
+			ID: id, Pool: "github", Value: tokens.Sealed("sealed:" + id), Fingerprint: legacyFingerprint([]byte(id)),
 			Priority: prio, Labels: map[string]string{"scope": "repo", "id": id},
 			ExpiresAt: at(90 * 24 * time.Hour), NotBefore: at(-time.Hour), Lifecycle: l, Health: h,
 			CreatedAt: at(time.Duration(idx) * time.Second), CreateIndex: idx, ModifyIndex: idx + 10,
@@ -61,6 +61,7 @@ func fullState() *State {
 		tk("tok_d", 7, 6, tokens.LifecycleRevoked, tokens.Health{State: tokens.Degraded, Reason: "timeouts", Since: at(2 * time.Minute)}),
 	}
 	toks[3].Labels = nil
+	toks[3].Value, toks[3].Fingerprint = sealedFixture(testKeyA, "vault", "tok_v8").value, sealedFixture(testKeyA, "vault", "tok_v8").fingerprint
 	toks[3].ExpiresAt, toks[3].NotBefore = time.Time{}, time.Time{}
 	// A pool that rotates: every provider, rotation and health check
 	// field, a status with every field, open rotations, and tokens that
@@ -77,7 +78,7 @@ func fullState() *State {
 	}
 	vt := func(id string, idx uint64, l tokens.Lifecycle, rot string, gen uint64, retire time.Time) *tokens.Token {
 		return &tokens.Token{
-			ID: id, Pool: "vault", Value: tokens.Secret("sealed:" + id), Fingerprint: tokens.Fingerprint([]byte(id)), Priority: 0,
+			ID: id, Pool: "vault", Value: tokens.Sealed("sealed:" + id), Fingerprint: legacyFingerprint([]byte(id)), Priority: 0,
 			ExpiresAt: at(48 * time.Hour), Lifecycle: l, Health: tokens.Health{State: tokens.Healthy, Since: at(time.Duration(idx) * time.Second)},
 			Metadata: map[string]string{"client_id": "c-" + id, "scope": "read write"}, RotationID: rot, Generation: gen, RetireAt: retire,
 			CreatedAt: at(time.Duration(idx) * time.Second), CreateIndex: idx, ModifyIndex: idx + 1,
@@ -93,11 +94,14 @@ func fullState() *State {
 		{ID: "rot_4", Pool: "vault", Reason: tokens.ReasonSize, Generation: 4, Term: 8, Leader: "node-ünï", StartedAt: at(time.Hour).In(time.FixedZone("", 3600)), Attempts: 1},
 	}
 	status := tokens.RotationStatus{Generation: 4, Failures: 3, NextAttempt: at(90 * time.Minute), LastError: "issuer: 503 \"unavailable\" ünï", LastSuccess: at(30 * time.Minute)}
-	return &State{pools: map[string]*PoolState{
-		"github": {Pool: p1, Tokens: toks},
-		"empty":  {Pool: p2},
-		"vault":  {Pool: p3, Tokens: vaultToks, Rotations: rotations, Status: status},
-	}}
+	return &State{
+		pools: map[string]*PoolState{
+			"github": {Pool: p1, Tokens: toks},
+			"empty":  {Pool: p2},
+			"vault":  {Pool: p3, Tokens: vaultToks, Rotations: rotations, Status: status},
+		},
+		keyring: KeyringState{Primary: testKeyA, UpdatedAt: at(5 * time.Hour).In(time.FixedZone("", 3600)), By: "alice ünïcödé"},
+	}
 }
 
 // fullEvents is an event log in which every field of an event is set
@@ -157,6 +161,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			}
 			if got, want := freeze(g.State()), freeze(f.State()); !reflect.DeepEqual(got, want) {
 				t.Errorf("restored state differs:\n got %+v\nwant %+v", got, want)
+			}
+			if got, want := g.State().Keyring(), f.State().Keyring(); got != want {
+				t.Errorf("restored keyring %+v, want %+v", got, want)
 			}
 			if got, want := eventsOf(g), eventsOf(f); !reflect.DeepEqual(got, want) {
 				t.Errorf("restored events differ:\n got %+v\nwant %+v", got, want)
@@ -564,13 +571,13 @@ func goldenSnapshot(t *testing.T, version int, current *FSM) []byte {
 }
 
 // asCurrentVersion is an older snapshot as the current version writes the
-// same state: versions 2 and 3 added records and fields that are left out
+// same state: versions 2 to 4 added records and fields that are left out
 // when empty, and changed nothing else, so only the header's version
 // differs. A version that changes how pools or tokens are written must
 // revisit the callers.
 func asCurrentVersion(t *testing.T, golden []byte, version int) []byte {
 	t.Helper()
-	if snapshotVersion != 3 {
+	if snapshotVersion != 4 {
 		t.Fatalf("snapshot version %d: check what it changed, and update asCurrentVersion", snapshotVersion)
 	}
 	return bytes.Replace(golden, fmt.Appendf(nil, `"version":%d`, version), fmt.Appendf(nil, `"version":%d`, snapshotVersion), 1)
@@ -641,17 +648,50 @@ func TestRestoreVersion2Golden(t *testing.T) {
 	}
 }
 
-// testdata/snapshot-v3.jsonl is a version 3 snapshot of everyCommand's
+// testdata/snapshot-v3.jsonl is a version 3 snapshot of version3Commands'
 // state and events: open rotations, pools with and without status, and
-// tokens in every lifecycle commands make. While version 3 is current, the
-// snapshot of that history must be this file byte for byte; afterwards, it
-// must still restore to the same state and events.
-func TestSnapshotVersion3Golden(t *testing.T) {
-	want := applyAll(t, everyCommand(t)).f
-	golden := goldenSnapshot(t, 3, want)
+// tokens in every lifecycle commands make. It must keep restoring to the
+// same state and events for as long as version 3 is readable. It can no
+// longer be written: do not regenerate it.
+func TestRestoreVersion3Golden(t *testing.T) {
+	golden := goldenSnapshot(t, 3, nil)
 	for _, part := range []string{`"type":"event"`, `"type":"rotation"`, `"status":{"generation":`, `"failures":1,`, `"lifecycle":"retiring"`, `"lifecycle":"orphaned"`, `"rotation_id":`} {
 		if !bytes.Contains(golden, []byte(part)) {
 			t.Fatalf("testdata/snapshot-v3.jsonl does not hold %s:\n%s", part, golden)
+		}
+	}
+	want := applyAll(t, version3Commands(t)).f
+	// Restored over an agent that chose a sealing key: a version 3
+	// snapshot has no keyring record, so that choice is gone.
+	got := applyAll(t, everyCommand(t)).f
+	if err := got.Restore(bytes.NewReader(golden)); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(freeze(got.State()), freeze(want.State())) || got.AppliedIndex() != want.AppliedIndex() {
+		t.Fatalf("golden snapshot restores to %+v at %d, want %+v at %d", freeze(got.State()), got.AppliedIndex(), freeze(want.State()), want.AppliedIndex())
+	}
+	if g, w := eventsOf(got), eventsOf(want); !reflect.DeepEqual(g, w) {
+		t.Fatalf("golden snapshot restores events\n%+v\nwant\n%+v", g, w)
+	}
+	if kr := got.State().Keyring(); kr != (KeyringState{}) {
+		t.Fatalf("version 3 snapshot restored keyring %+v", kr)
+	}
+	if now, want := snapshotBytes(t, got), asCurrentVersion(t, golden, 3); !bytes.Equal(now, want) {
+		t.Fatalf("version 3 state now encodes as:\n%s\nwant\n%s", now, want)
+	}
+}
+
+// testdata/snapshot-v4.jsonl is a version 4 snapshot of everyCommand's
+// state and events: everything version 3 had, sealed and plaintext values
+// side by side, the keyring record and resealed secrets. While version 4 is
+// current, the snapshot of that history must be this file byte for byte;
+// afterwards, it must still restore to the same state and events.
+func TestSnapshotVersion4Golden(t *testing.T) {
+	want := applyAll(t, everyCommand(t)).f
+	golden := goldenSnapshot(t, 4, want)
+	for _, part := range []string{`"type":"keyring"`, `"primary":"` + testKeyB + `"`, `"fingerprint":"` + testKeyB + `:`, `"fingerprint":"` + testKeyA + `:`, `"type":"secrets_resealed"`} {
+		if !bytes.Contains(golden, []byte(part)) {
+			t.Fatalf("testdata/snapshot-v4.jsonl does not hold %s:\n%s", part, golden)
 		}
 	}
 	got := applyAll(t, version2Commands(t)).f
@@ -664,9 +704,12 @@ func TestSnapshotVersion3Golden(t *testing.T) {
 	if g, w := eventsOf(got), eventsOf(want); !reflect.DeepEqual(g, w) {
 		t.Fatalf("golden snapshot restores events\n%+v\nwant\n%+v", g, w)
 	}
-	if snapshotVersion == 3 {
+	if g, w := got.State().Keyring(), want.State().Keyring(); g != w || g.Primary != testKeyB {
+		t.Fatalf("golden snapshot restores keyring %+v, want %+v", g, w)
+	}
+	if snapshotVersion == 4 {
 		if now := snapshotBytes(t, want); !bytes.Equal(now, golden) {
-			t.Fatalf("version 3 encoding changed; bump snapshotVersion (and keep reading 3) instead:\n%s\nwas\n%s", now, golden)
+			t.Fatalf("version 4 encoding changed; bump snapshotVersion (and keep reading 4) instead:\n%s\nwas\n%s", now, golden)
 		}
 	}
 }

@@ -12,7 +12,8 @@ import (
 // State and publishes it with an atomic swap, so readers never lock and never
 // see a half-applied entry. Nothing reachable from a State is ever modified.
 type State struct {
-	pools map[string]*PoolState
+	pools   map[string]*PoolState
+	keyring KeyringState
 }
 
 // PoolState is a pool and its tokens, which are kept in tokens.Less order so
@@ -107,13 +108,14 @@ func (p *PoolState) indexOf(id string) int {
 
 // withPool returns a copy of s in which name maps to ps (nil deletes it).
 func (s *State) withPool(name string, ps *PoolState) *State {
-	next := &State{pools: maps.Clone(s.pools)}
+	next := *s
+	next.pools = maps.Clone(s.pools)
 	if ps == nil {
 		delete(next.pools, name)
 	} else {
 		next.pools[name] = ps
 	}
-	return next
+	return &next
 }
 
 // withToken returns a copy of p with t added, or replacing the token with

@@ -15,6 +15,13 @@ var (
 	ErrNoLeader    = errors.New("no cluster leader")
 	ErrNoEligible  = errors.New("no eligible token")
 	ErrUnavailable = errors.New("unavailable")
+	// ErrInternal is a fault in tokend or its data, not in the request.
+	ErrInternal = errors.New("internal error")
+	// ErrUnauthenticated is a request without a valid ACL token;
+	// ErrPermissionDenied one whose token does not grant what it asks.
+	ErrUnauthenticated  = errors.New("unauthenticated")
+	ErrPermissionDenied = errors.New("permission denied")
+	ErrRateLimited      = errors.New("rate limited")
 )
 
 // Machine-readable error codes, stable across releases and carried over the
@@ -30,19 +37,31 @@ const (
 	CodePoolEmpty      = "pool_empty"
 	CodeNoHealthy      = "no_healthy_token"
 	CodeAllCoolingDown = "all_cooling_down"
+	// CodeKeyMissing: a sealed value needs a key this agent lacks.
+	CodeKeyMissing = "key_missing"
+	// CodeSealBroken: a sealed value does not open with its key.
+	CodeSealBroken       = "seal_broken"
+	CodeUnauthenticated  = "unauthenticated"
+	CodePermissionDenied = "permission_denied"
+	CodeRateLimited      = "rate_limited"
 )
 
 var kindOfCode = map[string]error{
-	CodeInvalid:        ErrInvalid,
-	CodePoolNotFound:   ErrNotFound,
-	CodeTokenNotFound:  ErrNotFound,
-	CodeNotFound:       ErrNotFound,
-	CodeConflict:       ErrConflict,
-	CodeNoLeader:       ErrNoLeader,
-	CodeUnavailable:    ErrUnavailable,
-	CodePoolEmpty:      ErrNoEligible,
-	CodeNoHealthy:      ErrNoEligible,
-	CodeAllCoolingDown: ErrNoEligible,
+	CodeInvalid:          ErrInvalid,
+	CodePoolNotFound:     ErrNotFound,
+	CodeTokenNotFound:    ErrNotFound,
+	CodeNotFound:         ErrNotFound,
+	CodeConflict:         ErrConflict,
+	CodeNoLeader:         ErrNoLeader,
+	CodeUnavailable:      ErrUnavailable,
+	CodePoolEmpty:        ErrNoEligible,
+	CodeNoHealthy:        ErrNoEligible,
+	CodeAllCoolingDown:   ErrNoEligible,
+	CodeKeyMissing:       ErrUnavailable,
+	CodeSealBroken:       ErrInternal,
+	CodeUnauthenticated:  ErrUnauthenticated,
+	CodePermissionDenied: ErrPermissionDenied,
+	CodeRateLimited:      ErrRateLimited,
 }
 
 // Error is an error with a stable code and a message meant for the user. It

@@ -20,6 +20,9 @@ const (
 	EventRotationAbandoned EventType = "rotation_abandoned"
 	EventTokenRetiring     EventType = "token_retiring"
 	EventTokenOrphaned     EventType = "token_orphaned"
+
+	EventKeyringUse      EventType = "keyring_use"
+	EventSecretsResealed EventType = "secrets_resealed"
 )
 
 // MaxEvents is how many recent events the replicated state keeps.

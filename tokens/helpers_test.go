@@ -14,8 +14,8 @@ func tok(id string, priority int, createIndex uint64, mods ...func(*Token)) *Tok
 	t := &Token{
 		ID:          id,
 		Pool:        "p",
-		Value:       Secret("value-of-" + id),
-		Fingerprint: Fingerprint([]byte("value-of-" + id)),
+		Value:       sealed("value-of-"+id, "p", id),
+		Fingerprint: fingerprint("value-of-" + id),
 		Priority:    priority,
 		Lifecycle:   LifecycleActive,
 		Health:      Health{State: Healthy, Since: t0.Add(-time.Hour)},
@@ -54,4 +54,30 @@ func ordered(toks ...*Token) []*Token {
 		return 0
 	})
 	return out
+}
+
+// testRing seals the values of test tokens.
+var testRing = func() *Keyring {
+	raw, _ := ParseKey(GenerateKey())
+	kr, err := NewKeyring(raw)
+	if err != nil {
+		panic(err)
+	}
+	return kr
+}()
+
+func sealed(value, pool, id string) Sealed {
+	s, err := testRing.Seal(testRing.Default(), Secret(value), TokenAAD(pool, id))
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+func fingerprint(value string) string {
+	fp, err := testRing.Fingerprint(testRing.Default(), Secret(value))
+	if err != nil {
+		panic(err)
+	}
+	return fp
 }

@@ -2,6 +2,8 @@ package tokens
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -127,4 +129,53 @@ func (s ProviderSpec) Redacted() ProviderSpec {
 		s.Headers = headers
 	}
 	return s
+}
+
+// MapSecrets returns the spec with every credential replaced by f's result:
+// the agent seals a spec's credentials before they are replicated, and the
+// leader opens them before it builds the provider. The replicated state
+// thus holds sealed bytes in these Secret fields; CheckSealed enforces it.
+func (s ProviderSpec) MapSecrets(f func(Secret) (Secret, error)) (ProviderSpec, error) {
+	var err error
+	if len(s.ClientSecret) > 0 {
+		if s.ClientSecret, err = f(s.ClientSecret); err != nil {
+			return ProviderSpec{}, err
+		}
+	}
+	if s.Clients != nil {
+		clients := make([]OAuth2Client, len(s.Clients))
+		for i, c := range s.Clients {
+			clients[i] = c
+			if len(c.ClientSecret) > 0 {
+				if clients[i].ClientSecret, err = f(c.ClientSecret); err != nil {
+					return ProviderSpec{}, err
+				}
+			}
+		}
+		s.Clients = clients
+	}
+	if s.Headers != nil {
+		headers := make(map[string]Secret, len(s.Headers))
+		// In key order, so an error names the same header every time.
+		for _, k := range slices.Sorted(maps.Keys(s.Headers)) {
+			if headers[k], err = f(s.Headers[k]); err != nil {
+				return ProviderSpec{}, err
+			}
+		}
+		s.Headers = headers
+	}
+	return s, nil
+}
+
+// SecretKeyIDs calls f with the key id of every credential of the spec; ""
+// for one that is not sealed (written before tokend sealed secrets).
+func (s ProviderSpec) SecretKeyIDs(f func(id string)) {
+	_, _ = s.MapSecrets(func(v Secret) (Secret, error) {
+		if Sealed(v).Legacy() {
+			f("")
+		} else if id, err := Sealed(v).KeyID(); err == nil {
+			f(id)
+		}
+		return v, nil
+	})
 }

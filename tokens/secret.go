@@ -1,8 +1,6 @@
 package tokens
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"io"
 )
@@ -24,10 +22,3 @@ func (s Secret) Format(f fmt.State, _ rune) { _, _ = io.WriteString(f, redacted)
 // Reveal returns the secret's value. Call it only where the value is meant
 // to leave the process: the token fetch response.
 func (s Secret) Reveal() string { return string(s) }
-
-// Fingerprint identifies a value without revealing it, so duplicates can be
-// detected after the value is sealed.
-func Fingerprint(value []byte) string {
-	sum := sha256.Sum256(value)
-	return hex.EncodeToString(sum[:16])
-}

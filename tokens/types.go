@@ -111,10 +111,12 @@ type Pool struct {
 // the replicated state are shared by concurrent readers and never mutated;
 // a change makes a new Token.
 type Token struct {
-	ID    string `json:"id"`
-	Pool  string `json:"pool"`
-	Value Secret `json:"value"`
-	// Fingerprint detects a value added twice without comparing secrets.
+	ID   string `json:"id"`
+	Pool string `json:"pool"`
+	// Value is sealed: only an agent holding the keyring opens it.
+	Value Sealed `json:"value"`
+	// Fingerprint detects a value added twice without comparing secrets:
+	// a keyed HMAC, see Keyring.Fingerprint.
 	Fingerprint string `json:"fingerprint"`
 	// Priority orders tokens for the priority policy: lower is preferred.
 	Priority  int               `json:"priority"`

@@ -109,7 +109,21 @@ func (p *Pool) Normalize() error {
 	return ValidateLabels(p.Labels)
 }
 
-// Validate checks a token as a client submits it, at time now.
+// ValidateValue checks a token's value before it is sealed.
+func ValidateValue(v Secret) error {
+	if len(v) == 0 || strings.TrimSpace(string(v)) == "" {
+		return invalidf("value is required")
+	}
+	if len(v) > MaxTokenValueLen {
+		return invalidf("value is %d bytes (at most %d)", len(v), MaxTokenValueLen)
+	}
+	if !utf8.Valid(v) {
+		return invalidf("value must be UTF-8 text")
+	}
+	return nil
+}
+
+// Validate checks a token, its value sealed, at time now.
 func (t *Token) Validate(now time.Time) error {
 	if err := ValidateName("pool", t.Pool); err != nil {
 		return err
@@ -117,14 +131,22 @@ func (t *Token) Validate(now time.Time) error {
 	if !ValidTokenID(t.ID) {
 		return invalidf("token id %q is invalid: it must match %s", truncate(t.ID, 80), NamePatternString)
 	}
-	if len(t.Value) == 0 || strings.TrimSpace(string(t.Value)) == "" {
+	if len(t.Value) == 0 {
 		return invalidf("value is required")
 	}
-	if len(t.Value) > MaxTokenValueLen {
-		return invalidf("value is %d bytes (at most %d)", len(t.Value), MaxTokenValueLen)
+	if t.Value.Legacy() {
+		// Written before tokend sealed values: accepted on replay exactly
+		// as it was then, so no committed token is lost.
+		if err := ValidateValue(Secret(t.Value)); err != nil {
+			return err
+		}
+	} else if err := t.Value.Check(); err != nil {
+		return err
+	} else if len(t.Value) > MaxTokenValueLen+SealOverhead {
+		return invalidf("sealed value is %d bytes (at most %d)", len(t.Value), MaxTokenValueLen+SealOverhead)
 	}
-	if !utf8.Valid(t.Value) {
-		return invalidf("value must be UTF-8 text")
+	if t.Fingerprint == "" {
+		return invalidf("token has no fingerprint")
 	}
 	if t.Priority < -MaxPriority || t.Priority > MaxPriority {
 		return invalidf("priority must be between %d and %d, got %d", -MaxPriority, MaxPriority, t.Priority)

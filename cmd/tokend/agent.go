@@ -56,6 +56,7 @@ memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketP
 	f.BoolVar(&cfg.NonVoter, "non-voter", false, "replicate and serve, but never vote in Raft")
 	f.IntVar(&cfg.MaxVoters, "max-voters", agent.DefaultMaxVoters, "most servers the leader promotes to voters")
 	f.DurationVar(&cfg.DeadServerTimeout, "dead-server-timeout", agent.DefaultDeadServerTimeout, "how long a server must be failed before the leader removes it from Raft")
+	f.StringVar(&cfg.EncryptKeyFile, "encrypt-key-file", "", "file holding the keyring that seals secrets: one base64 key per line (tokend keygen); or set "+agent.EnvEncryptKey)
 	f.StringVar(&cfg.AlertWebhook, "alert-webhook", "", "URL that receives alerts as Alertmanager JSON (POST)")
 	f.DurationVar(&cfg.AlertRepeat, "alert-repeat", time.Hour, "how often a firing alert is sent again")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
@@ -64,6 +65,7 @@ memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketP
 }
 
 func runAgent(cmd *cobra.Command, cfg agent.Config) error {
+	cfg.EncryptKey = os.Getenv(agent.EnvEncryptKey)
 	// Files the agent creates (Raft data, node id) are for its user only.
 	unix.Umask(0o077)
 	a, err := agent.New(cfg)

@@ -16,7 +16,7 @@ http://host:port, default http://127.0.0.1:8550).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCmd())
+	root.AddCommand(newAgentCmd(), newKeygenCmd())
 	addClientCommands(root)
 	return root
 }

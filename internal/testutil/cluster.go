@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokend/tokend/agent"
 	"github.com/tokend/tokend/cluster"
+	"github.com/tokend/tokend/tokens"
 )
 
 // Node is one in-process agent of a test cluster.
@@ -42,6 +43,10 @@ func socketDir(t TB) string {
 	return dir
 }
 
+// TestKey is the keyring key every test agent is given, unless a test gives
+// it another.
+var TestKey = tokens.GenerateKey()
+
 // NodeConfig is the configuration of test node name in dir, with every
 // address on a free loopback port.
 func NodeConfig(t TB, name, dataDir, sockDir string) agent.Config {
@@ -62,6 +67,7 @@ func NodeConfig(t TB, name, dataDir, sockDir string) agent.Config {
 		RaftAddr:   "127.0.0.1:0",
 		GossipAddr: "127.0.0.1:0",
 		SocketPath: filepath.Join(sockDir, name+".sock"),
+		EncryptKey: TestKey,
 		Timing:     cluster.FastTiming(),
 		Logger: hclog.New(&hclog.LoggerOptions{
 			Name:   name,
