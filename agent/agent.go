@@ -25,17 +25,17 @@ import (
 
 // Agent is one running tokend agent.
 type Agent struct {
-	cfg     Config
-	logger  hclog.Logger
-	nodeID  string
-	fsm     *fsm.FSM
-	cluster *cluster.Cluster
-	keys    *keyring
-	reads   *reader
-	forward *forwarder
-	monitor *monitor
-	rotator *rotator
-	prober  *prober
+	cfg      Config
+	logger   hclog.Logger
+	nodeID   string
+	fsm      *fsm.FSM
+	cluster  *cluster.Cluster
+	keys     *keyring
+	reads    *reader
+	forward  *forwarder
+	monitor  *monitor
+	rotator  *rotator
+	prober   *prober
 	alerter  *alerter
 	resealer *resealer
 	metrics  *metrics

@@ -1,9 +1,9 @@
 package fsm
 
 import (
-	"fmt"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
