@@ -115,6 +115,7 @@ func New(cfg Config) (*Agent, error) {
 	a.cluster.HandleLeader(leaderReports, a.monitor.handle)
 	a.cluster.HandleLeader(leaderRotate, a.rotator.handleRotate)
 	a.cluster.HandleLeader(leaderAlerts, a.alerter.handle)
+	a.registerKeyringHandlers()
 	a.monitor.cluster = a.cluster
 	// The state restored from the data dir tells whether this agent was
 	// given the cluster's keys; find out now, not at the first fetch.

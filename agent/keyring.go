@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -311,4 +310,28 @@ func errMissingKeys(ids, have []string) error {
 		"start it with the cluster's key (--encrypt-key-file or %s)", strings.Join(ids, ", "), strings.Join(have, ", "), EnvEncryptKey)
 }
 
-var errNotPersisted = errors.New("the keyring came from " + EnvEncryptKey + ", so this change lasts until the agent restarts: update the variable before then")
+// change replaces the keyring with what f makes of it, saving it to the key
+// file first: a change that cannot be saved is not made.
+func (k *keyring) change(f func(*tokens.Keyring) (*tokens.Keyring, error)) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	next, err := f(k.load())
+	if err != nil {
+		return err
+	}
+	if k.file != "" {
+		if err := writeKeyFile(k.file, next.Encode()); err != nil {
+			return tokens.Errorf(tokens.CodeUnavailable, "save the keyring to %s: %v", k.file, err)
+		}
+	}
+	k.kr.Store(next)
+	return nil
+}
+
+// persisted says whether changes survive a restart, and if not why.
+func (k *keyring) persisted() (bool, string) {
+	if k.file != "" {
+		return true, ""
+	}
+	return false, "the keyring came from " + EnvEncryptKey + " or --dev: changes last until the agent restarts, so update the variable before then"
+}

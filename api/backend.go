@@ -39,6 +39,17 @@ type Backend interface {
 	// Events returns up to limit events after since, waiting up to wait
 	// for the first one.
 	Events(ctx context.Context, since uint64, limit int, wait time.Duration) (Events, error)
+	// Keyring lists every agent's keys and how many secrets each seals.
+	Keyring(ctx context.Context) (Keyring, error)
+	// KeyringInstall adds a key to every agent's keyring.
+	KeyringInstall(ctx context.Context, key string) (KeyringChange, error)
+	// KeyringUse makes every agent seal new secrets with key id, which
+	// every agent must hold; the leader then seals the others again.
+	// force passes over failed agents.
+	KeyringUse(ctx context.Context, id string, force bool) (KeyringChange, error)
+	// KeyringRemove removes key id from every agent once nothing is
+	// sealed with it.
+	KeyringRemove(ctx context.Context, id string) (KeyringChange, error)
 	// WaitForChange blocks until the state moves past index or ctx ends.
 	WaitForChange(ctx context.Context, index uint64)
 

@@ -64,6 +64,9 @@ func NewHandler(b Backend, logger hclog.Logger) http.Handler {
 	route("/v1/status/leader", map[string]handlerFunc{"GET": s.leader})
 	route("/v1/status/peers", map[string]handlerFunc{"GET": s.peers})
 	route("/v1/members", map[string]handlerFunc{"GET": s.members})
+	route("/v1/operator/keyring", map[string]handlerFunc{"GET": s.keyringList, "POST": s.keyringInstall})
+	route("/v1/operator/keyring/{key}", map[string]handlerFunc{"DELETE": s.keyringRemove})
+	route("/v1/operator/keyring/{key}/use", map[string]handlerFunc{"POST": s.keyringUse})
 	notFound := s.wrap(func(w http.ResponseWriter, r *http.Request) error {
 		return &statusError{http.StatusNotFound, tokens.CodeNotFound, fmt.Sprintf("no such endpoint: %s", r.URL.Path)}
 	})

@@ -264,6 +264,42 @@ type Member struct {
 	Since      time.Time `json:"since"`
 }
 
+// Keyring is the answer to GET /v1/operator/keyring.
+type Keyring struct {
+	// Primary is the key the cluster seals new secrets with.
+	Primary string `json:"primary"`
+	// Secrets counts the secrets sealed with each key ("unsealed": written
+	// before tokend sealed them).
+	Secrets map[string]int `json:"secrets"`
+	Nodes   []NodeKeyring  `json:"nodes"`
+}
+
+// NodeKeyring is one agent's keyring: key ids, never keys.
+type NodeKeyring struct {
+	Node string   `json:"node"`
+	Keys []string `json:"keys,omitempty"`
+	// Default is the key the agent seals with until the cluster chose one.
+	Default string `json:"default,omitempty"`
+	// Persisted says whether changes are saved to the agent's key file;
+	// NotPersisted says why not.
+	Persisted    bool   `json:"persisted"`
+	NotPersisted string `json:"not_persisted,omitempty"`
+	// Error is why the agent could not be asked or could not comply.
+	Error string `json:"error,omitempty"`
+}
+
+// KeyringChange is the answer to a keyring change.
+type KeyringChange struct {
+	KeyID string        `json:"key_id"`
+	Index uint64        `json:"index,omitempty"`
+	Nodes []NodeKeyring `json:"nodes"`
+}
+
+// KeyringInstallRequest is the body of POST /v1/operator/keyring.
+type KeyringInstallRequest struct {
+	Key string `json:"key"`
+}
+
 // ErrorResponse is the body of every error.
 type ErrorResponse struct {
 	Error ErrorBody `json:"error"`

@@ -66,10 +66,11 @@ type Cluster struct {
 	// reconcileCh wakes the leader's reconciler on gossip events.
 	reconcileCh chan struct{}
 
-	rpcServer  *http.Server
-	rpcClient  *http.Client
-	handlersMu sync.RWMutex
-	handlers   map[string]LeaderHandler
+	rpcServer    *http.Server
+	rpcClient    *http.Client
+	handlersMu   sync.RWMutex
+	handlers     map[string]LeaderHandler
+	nodeHandlers map[string]LeaderHandler
 
 	leaderNotify chan bool
 	shutdownCh   chan struct{}

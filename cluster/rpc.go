@@ -48,6 +48,7 @@ func (c *Cluster) setupRPC() {
 	mux.HandleFunc("POST /rpc/apply", c.handleApply)
 	mux.HandleFunc("GET /rpc/status", c.handleStatus)
 	mux.HandleFunc("POST /rpc/leader/{name}", c.handleLeaderCall)
+	mux.HandleFunc("POST /rpc/node/{name}", c.handleNodeCall)
 	c.rpcServer = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -216,6 +217,16 @@ type leaderCallResponse struct {
 }
 
 func (c *Cluster) handleLeaderCall(w http.ResponseWriter, r *http.Request) {
+	c.serveCall(w, r, c.leaderHandler, true)
+}
+
+func (c *Cluster) handleNodeCall(w http.ResponseWriter, r *http.Request) {
+	c.serveCall(w, r, c.nodeHandler, false)
+}
+
+// serveCall runs the named handler that lookup finds, on the leader only if
+// leaderOnly.
+func (c *Cluster) serveCall(w http.ResponseWriter, r *http.Request, lookup func(string) (LeaderHandler, error), leaderOnly bool) {
 	var resp leaderCallResponse
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCEntry+1))
 	switch {
@@ -223,11 +234,11 @@ func (c *Cluster) handleLeaderCall(w http.ResponseWriter, r *http.Request) {
 		resp.Error = &rpcError{Code: tokens.CodeUnavailable, Message: "read request: " + err.Error()}
 	case len(body) > maxRPCEntry:
 		resp.Error = &rpcError{Code: tokens.CodeInvalid, Message: "request is too large"}
-	case !c.IsLeader():
+	case leaderOnly && !c.IsLeader():
 		resp.Error = &rpcError{Code: tokens.CodeNoLeader, Message: "the request reached a server that is no longer the leader"}
 	default:
 		var h LeaderHandler
-		if h, err = c.leaderHandler(r.PathValue("name")); err == nil {
+		if h, err = lookup(r.PathValue("name")); err == nil {
 			ctx, cancel := context.WithTimeout(r.Context(), c.cfg.Timing.ApplyTimeout)
 			resp.Result, err = h(ctx, body)
 			cancel()
@@ -239,4 +250,49 @@ func (c *Cluster) handleLeaderCall(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp)
+}
+
+// HandleNode registers h as this agent's handler for name, which any agent
+// may call on any other with CallNode: for work every agent must do itself,
+// such as installing a key. Register every handler before the agent starts
+// serving.
+func (c *Cluster) HandleNode(name string, h LeaderHandler) {
+	c.handlersMu.Lock()
+	defer c.handlersMu.Unlock()
+	if c.nodeHandlers == nil {
+		c.nodeHandlers = map[string]LeaderHandler{}
+	}
+	c.nodeHandlers[name] = h
+}
+
+func (c *Cluster) nodeHandler(name string) (LeaderHandler, error) {
+	c.handlersMu.RLock()
+	defer c.handlersMu.RUnlock()
+	h, ok := c.nodeHandlers[name]
+	if !ok {
+		return nil, tokens.Errorf(tokens.CodeUnavailable, "the agent has no handler %q: agents of different versions?", name)
+	}
+	return h, nil
+}
+
+// CallNode runs the handler name of the agent whose Raft address is addr:
+// here when addr is this agent's, otherwise over RPC, once.
+func (c *Cluster) CallNode(ctx context.Context, addr, name string, body []byte) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timing.ApplyTimeout)
+	defer cancel()
+	if addr == c.raftAddr {
+		h, err := c.nodeHandler(name)
+		if err != nil {
+			return nil, err
+		}
+		return h(ctx, body)
+	}
+	var resp leaderCallResponse
+	if err := c.rpc(ctx, http.MethodPost, addr, "/rpc/node/"+name, body, &resp); err != nil {
+		return nil, tokens.Errorf(tokens.CodeUnavailable, "call the agent at %s: %v", addr, err)
+	}
+	if resp.Error != nil {
+		return nil, tokens.Errorf(resp.Error.Code, "%s", resp.Error.Message)
+	}
+	return resp.Result, nil
 }

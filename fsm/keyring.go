@@ -44,24 +44,12 @@ func tokenKeyID(t *tokens.Token) string {
 	return id
 }
 
-func validKeyID(id string) bool {
-	if len(id) != 8 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
-			return false
-		}
-	}
-	return true
-}
-
 func applyKeyringUse(s *State, index uint64, body []byte, _ hclog.Logger) (*State, []tokens.Event, error) {
 	var req KeyringUseRequest
 	if err := decode(body, &req); err != nil {
 		return nil, nil, err
 	}
-	if !validKeyID(req.KeyID) {
+	if !tokens.ValidKeyID(req.KeyID) {
 		return nil, nil, tokens.Errorf(tokens.CodeInvalid, "key id %q is invalid: it is 8 hex digits, as `tokend operator keyring list` shows", truncateError(req.KeyID))
 	}
 	next := *s

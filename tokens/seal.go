@@ -153,6 +153,20 @@ func KeyID(raw []byte) (string, error) {
 	return k.id, nil
 }
 
+// ValidKeyID reports whether id has the form of a key id: 8 lowercase hex
+// digits.
+func ValidKeyID(id string) bool {
+	if len(id) != 2*keyIDLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // NewKeyring returns a keyring of raw keys; the first is the default
 // sealing key.
 func NewKeyring(raw ...[]byte) (*Keyring, error) {

@@ -289,3 +289,36 @@ func (c *Client) Members(ctx context.Context) ([]api.Member, error) {
 	_, err := c.do(ctx, http.MethodGet, "/v1/members", nil, nil, &out)
 	return out, err
 }
+
+// Keyring lists every agent's keyring and how many secrets each key seals.
+func (c *Client) Keyring(ctx context.Context) (api.Keyring, error) {
+	var out api.Keyring
+	_, err := c.do(ctx, http.MethodGet, "/v1/operator/keyring", nil, nil, &out)
+	return out, err
+}
+
+// KeyringInstall installs a base64 key on every agent.
+func (c *Client) KeyringInstall(ctx context.Context, key string) (api.KeyringChange, error) {
+	var out api.KeyringChange
+	_, err := c.do(ctx, http.MethodPost, "/v1/operator/keyring", nil, api.KeyringInstallRequest{Key: key}, &out)
+	return out, err
+}
+
+// KeyringUse makes the cluster seal new secrets with key id; with force,
+// agents that are failed in gossip are passed over.
+func (c *Client) KeyringUse(ctx context.Context, id string, force bool) (api.KeyringChange, error) {
+	var out api.KeyringChange
+	var q url.Values
+	if force {
+		q = url.Values{"force": {"true"}}
+	}
+	_, err := c.do(ctx, http.MethodPost, "/v1/operator/keyring/"+url.PathEscape(id)+"/use", q, nil, &out)
+	return out, err
+}
+
+// KeyringRemove removes key id from every agent.
+func (c *Client) KeyringRemove(ctx context.Context, id string) (api.KeyringChange, error) {
+	var out api.KeyringChange
+	_, err := c.do(ctx, http.MethodDelete, "/v1/operator/keyring/"+url.PathEscape(id), nil, nil, &out)
+	return out, err
+}

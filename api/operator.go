@@ -1,0 +1,87 @@
+package api
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/tokend/tokend/tokens"
+)
+
+func (s *server) keyringList(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	kr, err := s.b.Keyring(r.Context())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, kr)
+	return nil
+}
+
+func (s *server) keyringInstall(w http.ResponseWriter, r *http.Request) error {
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	var req KeyringInstallRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return err
+	}
+	if req.Key == "" {
+		return badRequest(`field "key" is required: a base64 key, as tokend keygen prints`)
+	}
+	res, err := s.b.KeyringInstall(r.Context(), req.Key)
+	if err != nil {
+		return err
+	}
+	s.logger.Info("keyring: key installed on every agent", "key", res.KeyID)
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func (s *server) keyringUse(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathKeyID(r)
+	if err != nil {
+		return err
+	}
+	if err := onlyParams(r, "force"); err != nil {
+		return err
+	}
+	force, err := boolParam(r, "force")
+	if err != nil {
+		return err
+	}
+	res, err := s.b.KeyringUse(r.Context(), id, force)
+	if err != nil {
+		return err
+	}
+	setIndex(w, res.Index)
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func (s *server) keyringRemove(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathKeyID(r)
+	if err != nil {
+		return err
+	}
+	if err := onlyParams(r); err != nil {
+		return err
+	}
+	res, err := s.b.KeyringRemove(r.Context(), id)
+	if err != nil {
+		return err
+	}
+	s.logger.Info("keyring: key removed from every agent", "key", res.KeyID)
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// pathKeyID returns the key id in the URL path: 8 lowercase hex digits.
+func pathKeyID(r *http.Request) (string, error) {
+	id := r.PathValue("key")
+	if !tokens.ValidKeyID(id) {
+		return "", badRequest(fmt.Sprintf("key id %q is invalid: it is 8 lowercase hex digits, as tokend operator keyring list shows", truncate(id)))
+	}
+	return id, nil
+}
