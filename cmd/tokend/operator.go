@@ -110,8 +110,8 @@ agents given TOKEND_ENCRYPT_KEY keep it in memory and say so.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var (
-				src io.Reader = cmd.InOrStdin()
-				from          = "stdin"
+				src  io.Reader = cmd.InOrStdin()
+				from           = "stdin"
 			)
 			if len(args) == 1 && args[0] != "-" {
 				f, err := os.Open(args[0])
