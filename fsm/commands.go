@@ -27,6 +27,14 @@ const (
 	TokenOrphanType     MessageType = 12
 	KeyringUseType      MessageType = 13
 	SecretsResealType   MessageType = 14
+	ACLBootstrapType    MessageType = 15
+	ACLPolicyUpsertType MessageType = 16
+	ACLPolicyDeleteType MessageType = 17
+	ACLTokenCreateType  MessageType = 18
+	ACLTokenDeleteType  MessageType = 19
+	// AuthorizedType wraps a client's command with the ACL token it came
+	// with; Apply checks the token before it applies the command.
+	AuthorizedType MessageType = 20
 )
 
 // IgnoreUnknownTypeFlag marks a type that an older agent may skip safely. A
@@ -64,6 +72,18 @@ func (t MessageType) String() string {
 		return "KeyringUse"
 	case SecretsResealType:
 		return "SecretsReseal"
+	case ACLBootstrapType:
+		return "ACLBootstrap"
+	case ACLPolicyUpsertType:
+		return "ACLPolicyUpsert"
+	case ACLPolicyDeleteType:
+		return "ACLPolicyDelete"
+	case ACLTokenCreateType:
+		return "ACLTokenCreate"
+	case ACLTokenDeleteType:
+		return "ACLTokenDelete"
+	case AuthorizedType:
+		return "Authorized"
 	}
 	return fmt.Sprintf("MessageType(%d)", uint8(t))
 }
@@ -212,6 +232,39 @@ type ResealedPool struct {
 	Name        string              `json:"name"`
 	ModifyIndex uint64              `json:"modify_index"`
 	Provider    tokens.ProviderSpec `json:"provider"`
+}
+
+// ACLTokenRequest creates an ACL token (for ACLBootstrap, the management
+// token) whose secret and accessor the proposer generated; only the
+// secret's hash is in it.
+type ACLTokenRequest struct {
+	Token tokens.ACLToken `json:"token"`
+	At    time.Time       `json:"at"`
+}
+
+// ACLPolicyUpsertRequest creates or replaces a policy.
+type ACLPolicyUpsertRequest struct {
+	Policy tokens.ACLPolicy `json:"policy"`
+	At     time.Time        `json:"at"`
+}
+
+// ACLNameRequest deletes a policy (by name) or a token (by accessor id).
+type ACLNameRequest struct {
+	Name string    `json:"name"`
+	At   time.Time `json:"at"`
+}
+
+// AuthorizedRequest is a client's command and the hash of the ACL token's
+// secret it came with.
+type AuthorizedRequest struct {
+	SecretHash string `json:"secret_hash"`
+	Entry      []byte `json:"entry"`
+}
+
+// Authorize wraps entry, a client's command, with the hash of its ACL
+// token's secret.
+func Authorize(secretHash string, entry []byte) ([]byte, error) {
+	return Encode(AuthorizedType, AuthorizedRequest{SecretHash: secretHash, Entry: entry})
 }
 
 // Encode returns the log entry for a command.

@@ -84,6 +84,12 @@ type applyFunc func(s *State, index uint64, body []byte, logger hclog.Logger) (*
 // run computes the state after entry; logger receives the apply functions'
 // logs.
 func (f *FSM) run(logger hclog.Logger, s *State, index uint64, entry []byte) (*State, []tokens.Event, error) {
+	return f.runEntry(logger, s, index, entry, false)
+}
+
+// runEntry is run; nested is set for the command inside an Authorized
+// entry, which may not be another.
+func (f *FSM) runEntry(logger hclog.Logger, s *State, index uint64, entry []byte, nested bool) (*State, []tokens.Event, error) {
 	if len(entry) == 0 {
 		return nil, nil, f.corrupt(index, 0, fmt.Errorf("empty entry"))
 	}
@@ -118,6 +124,23 @@ func (f *FSM) run(logger hclog.Logger, s *State, index uint64, entry []byte) (*S
 		apply = applyKeyringUse
 	case SecretsResealType:
 		apply = applySecretsReseal
+	case ACLBootstrapType:
+		apply = applyACLBootstrap
+	case ACLPolicyUpsertType:
+		apply = applyACLPolicyUpsert
+	case ACLPolicyDeleteType:
+		apply = applyACLPolicyDelete
+	case ACLTokenCreateType:
+		apply = applyACLTokenCreate
+	case ACLTokenDeleteType:
+		apply = applyACLTokenDelete
+	case AuthorizedType:
+		if nested {
+			return nil, nil, f.corrupt(index, t, fmt.Errorf("an authorized entry inside another"))
+		}
+		apply = func(s *State, index uint64, body []byte, logger hclog.Logger) (*State, []tokens.Event, error) {
+			return f.applyAuthorized(logger, s, index, body)
+		}
 	default:
 		if t&IgnoreUnknownTypeFlag != 0 {
 			logger.Warn("ignoring log entry of unknown type; an agent is newer than this one", "index", index, "type", uint8(t))

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -588,12 +589,10 @@ func version3Commands(t testing.TB) [][]byte {
 	)
 }
 
-// everyCommand returns a sequence of entries that uses every command type,
-// accepted and rejected, and every health transition, starting from empty
-// state: version3Commands, then sealed values, a keyring switch and a
-// reseal, as version 4 added. It is the history testdata/snapshot-v4.jsonl
-// was written from.
-func everyCommand(t testing.TB) [][]byte {
+// version4Commands is the history testdata/snapshot-v4.jsonl was written
+// from: version3Commands, then sealed values, a keyring switch and a
+// reseal, as version 4 added.
+func version4Commands(t testing.TB) [][]byte {
 	entries := version3Commands(t)
 	at := func(d time.Duration) time.Time { return t0.Add(7*time.Hour + d) }
 	add := func(typ MessageType, req any) uint64 {
@@ -637,6 +636,94 @@ func everyCommand(t testing.TB) [][]byte {
 	// Rejected: a reseal must seal.
 	add(SecretsResealType, SecretsResealRequest{At: at(3 * time.Minute), Tokens: []ResealedToken{{Pool: "vault", ID: "tok_v7", ModifyIndex: v7, Value: tokens.Sealed("plain"), Fingerprint: "x"}}})
 	return entries
+}
+
+// ACL secrets of the histories, and their hashes.
+var (
+	mgmtSecret   = "tkd_management-secret-of-the-tests-0000000000"
+	readerSecret = "tkd_reader-secret-of-the-tests-000000000000000"
+	writerSecret = "tkd_writer-secret-of-the-tests-000000000000000"
+)
+
+func aclToken(accessor, secret string, policies ...string) tokens.ACLToken {
+	return tokens.ACLToken{AccessorID: accessor, SecretHash: tokens.HashACLSecret(secret), Description: "token " + accessor, Policies: policies}
+}
+
+func authorized(t testing.TB, secret string, typ MessageType, req any) []byte {
+	t.Helper()
+	b, err := Authorize(tokens.HashACLSecret(secret), encode(t, typ, req))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// everyCommand returns a sequence of entries that uses every command type,
+// accepted and rejected, and every health transition, starting from empty
+// state: version4Commands, then the ACL commands version 5 added. It is the
+// history testdata/snapshot-v5.jsonl was written from.
+func everyCommand(t testing.TB) [][]byte {
+	at := func(d time.Duration) time.Time { return t0.Add(8*time.Hour + d) }
+	e := func(typ MessageType, req any) []byte { return encode(t, typ, req) }
+	readers := tokens.ACLPolicy{Name: "readers", Description: "fetch from git pools", Pools: []tokens.PoolRule{{Pattern: "git*", Capabilities: []tokens.Capability{tokens.CapRead, tokens.CapReport}}}}
+	writers := tokens.ACLPolicy{Name: "writers", Pools: []tokens.PoolRule{{Pattern: "acl-?", Capabilities: []tokens.Capability{tokens.CapWrite}}}, Operator: true}
+	return append(version4Commands(t),
+		e(ACLPolicyUpsertType, ACLPolicyUpsertRequest{Policy: readers, At: at(0)}),
+		// Rejected: an unknown capability.
+		e(ACLPolicyUpsertType, ACLPolicyUpsertRequest{Policy: tokens.ACLPolicy{Name: "bad", Pools: []tokens.PoolRule{{Pattern: "*", Capabilities: []tokens.Capability{"admin"}}}}, At: at(0)}),
+		e(ACLBootstrapType, ACLTokenRequest{Token: aclToken("acc_00000000000000aa", mgmtSecret), At: at(time.Second)}),
+		// Rejected: bootstrapped already.
+		e(ACLBootstrapType, ACLTokenRequest{Token: aclToken("acc_00000000000000ab", "tkd_another"), At: at(time.Second)}),
+		e(ACLTokenCreateType, ACLTokenRequest{Token: aclToken("acc_00000000000000bb", readerSecret, "readers"), At: at(2 * time.Second)}),
+		// Rejected: no such policy; a second management token.
+		e(ACLTokenCreateType, ACLTokenRequest{Token: aclToken("acc_00000000000000bc", "tkd_x", "nope"), At: at(2 * time.Second)}),
+		e(ACLTokenCreateType, ACLTokenRequest{Token: tokens.ACLToken{AccessorID: "acc_00000000000000bd", SecretHash: tokens.HashACLSecret("tkd_y"), Management: true}, At: at(2 * time.Second)}),
+		authorized(t, mgmtSecret, PoolUpsertType, poolReq("acl-a", at(3*time.Second))),
+		// Rejected: readers may not write; an unknown token; a command no
+		// client sends.
+		authorized(t, readerSecret, PoolUpsertType, poolReq("github", at(3*time.Second))),
+		authorized(t, "tkd_unknown", PoolUpsertType, poolReq("acl-b", at(3*time.Second))),
+		authorized(t, mgmtSecret, TokenHealthType, changes(change("github", "tok_a", failed("forbidden", at(3*time.Second))))),
+		e(ACLPolicyUpsertType, ACLPolicyUpsertRequest{Policy: writers, At: at(4 * time.Second)}),
+		e(ACLTokenCreateType, ACLTokenRequest{Token: aclToken("acc_00000000000000cc", writerSecret, "writers", "readers"), At: at(4 * time.Second)}),
+		authorized(t, writerSecret, TokenAddType, tokenReq("acl-a", "tok_acl", "value-acl", 0, at(5*time.Second))),
+		authorized(t, writerSecret, KeyringUseType, KeyringUseRequest{KeyID: testKeyB, By: "node-1", At: at(5 * time.Second)}),
+		// Rejected: acl-ab does not match acl-?.
+		authorized(t, writerSecret, PoolUpsertType, poolReq("acl-ab", at(5*time.Second))),
+		// Rejected: in use by two tokens.
+		e(ACLPolicyDeleteType, ACLNameRequest{Name: "readers", At: at(6 * time.Second)}),
+		e(ACLTokenDeleteType, ACLNameRequest{Name: "acc_00000000000000bb", At: at(6 * time.Second)}),
+		// Rejected: the deleted token's writes.
+		authorized(t, readerSecret, TokenResetType, TokenResetRequest{Pool: "github", ID: "tok_a", By: "x", At: at(7 * time.Second)}),
+		e(ACLPolicyUpsertType, ACLPolicyUpsertRequest{Policy: tokens.ACLPolicy{Name: "spare", Operator: true}, At: at(7 * time.Second)}),
+		e(ACLPolicyDeleteType, ACLNameRequest{Name: "spare", At: at(8 * time.Second)}),
+		// Rejected: gone already.
+		e(ACLTokenDeleteType, ACLNameRequest{Name: "acc_00000000000000bb", At: at(8 * time.Second)}),
+	)
+}
+
+// frozenACL is the ACL state as text, to compare.
+func frozenACL(s *State) string {
+	b, err := json.Marshal(struct {
+		Bootstrapped bool
+		Policies     []*tokens.ACLPolicy
+		Tokens       []*tokens.ACLToken
+		Hashes       []string
+	}{s.ACLBootstrapped(), s.ACLPolicies(), s.ACLTokens(), slices.Sorted(maps.Keys(s.acl.byHash))})
+	if err != nil {
+		panic(err)
+	}
+	return string(b)
+}
+
+// fullACL sets every field of the ACL records.
+func fullACL(at func(time.Duration) time.Time) aclState {
+	var a aclState
+	a.bootstrapped = true
+	a.putPolicy(&tokens.ACLPolicy{Name: "ops", Description: "ünïcödé \"ops\"", Pools: []tokens.PoolRule{{Pattern: "*", Capabilities: []tokens.Capability{tokens.CapRead, tokens.CapWrite}}}, Operator: true, CreateIndex: 5, ModifyIndex: 9})
+	a.putToken(&tokens.ACLToken{AccessorID: "acc_0123456789abcdef", SecretHash: tokens.HashACLSecret("tkd_1"), Management: true, CreatedAt: at(time.Hour), CreateIndex: 3})
+	a.putToken(&tokens.ACLToken{AccessorID: "acc_fedcba9876543210", SecretHash: tokens.HashACLSecret("tkd_2"), Description: "app", Policies: []string{"ops", "gone"}, CreatedAt: at(2 * time.Hour).In(time.FixedZone("", 3600)), CreateIndex: 7})
+	return a
 }
 
 // Test keys: 32 bytes 0x01..0x20 and 0x64..0x83.

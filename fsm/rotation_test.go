@@ -984,14 +984,17 @@ func TestRotationTypeNames(t *testing.T) {
 	for typ, want := range map[MessageType]string{
 		RotationBeginType: "RotationBegin", RotationResumeType: "RotationResume", RotationCommitType: "RotationCommit",
 		RotationFailType: "RotationFail", RotationAbandonType: "RotationAbandon", TokenOrphanType: "TokenOrphan",
-		KeyringUseType: "KeyringUse", SecretsResealType: "SecretsReseal", SecretsResealType + 1: "MessageType(15)",
+		KeyringUseType: "KeyringUse", SecretsResealType: "SecretsReseal", ACLBootstrapType: "ACLBootstrap",
+		ACLPolicyUpsertType: "ACLPolicyUpsert", ACLPolicyDeleteType: "ACLPolicyDelete", ACLTokenCreateType: "ACLTokenCreate",
+		ACLTokenDeleteType: "ACLTokenDelete", AuthorizedType: "Authorized", AuthorizedType + 1: "MessageType(21)",
 	} {
 		if got := typ.String(); got != want {
 			t.Errorf("MessageType(%d) = %q, want %q", uint8(typ), got, want)
 		}
 	}
 	// Numbers are only ever appended.
-	if RotationBeginType != 7 || RotationResumeType != 8 || RotationCommitType != 9 || RotationFailType != 10 || RotationAbandonType != 11 || TokenOrphanType != 12 || KeyringUseType != 13 || SecretsResealType != 14 {
+	if RotationBeginType != 7 || RotationResumeType != 8 || RotationCommitType != 9 || RotationFailType != 10 || RotationAbandonType != 11 || TokenOrphanType != 12 || KeyringUseType != 13 || SecretsResealType != 14 ||
+		ACLBootstrapType != 15 || ACLPolicyUpsertType != 16 || ACLPolicyDeleteType != 17 || ACLTokenCreateType != 18 || ACLTokenDeleteType != 19 || AuthorizedType != 20 {
 		t.Fatal("a rotation command's type number changed")
 	}
 }

@@ -20,10 +20,15 @@ import (
 //	version 2: adds event records and the header's events_dropped
 //	version 3: adds rotation records and the pool record's status
 //	version 4: adds the keyring record; values may be sealed
+//	version 5: adds the acl, acl_policy and acl_token records
 const (
 	snapshotFormat  = "tokend-state"
-	snapshotVersion = 4
+	snapshotVersion = 5
 )
+
+type snapshotACL struct {
+	Bootstrapped bool `json:"bootstrapped"`
+}
 
 type snapshotHeader struct {
 	Format       string `json:"format"`
@@ -39,6 +44,9 @@ const (
 	recordRotation = "rotation"
 	recordEvent    = "event"
 	recordKeyring  = "keyring"
+	recordACL      = "acl"
+	recordPolicy   = "acl_policy"
+	recordACLToken = "acl_token"
 	recordEnd      = "end"
 )
 
@@ -50,6 +58,10 @@ type snapshotRecord struct {
 	Rotation *tokens.Rotation       `json:"rotation,omitempty"`
 	Event    *tokens.Event          `json:"event,omitempty"`
 	Keyring  *KeyringState          `json:"keyring,omitempty"`
+	// ACL, on the acl record, says whether ACLs were bootstrapped.
+	ACL      *snapshotACL      `json:"acl,omitempty"`
+	Policy   *tokens.ACLPolicy `json:"policy,omitempty"`
+	ACLToken *tokens.ACLToken  `json:"acl_token,omitempty"`
 	// Count, on the end record, is the number of records before it.
 	Count int `json:"count,omitempty"`
 }
@@ -79,6 +91,24 @@ func (s *snapshot) WriteTo(w io.Writer) (int64, error) {
 	count := 0
 	if kr := s.state.Keyring(); kr != (KeyringState{}) {
 		if err := enc.Encode(snapshotRecord{Type: recordKeyring, Keyring: &kr}); err != nil {
+			return cw.n, err
+		}
+		count++
+	}
+	if s.state.ACLBootstrapped() {
+		if err := enc.Encode(snapshotRecord{Type: recordACL, ACL: &snapshotACL{Bootstrapped: true}}); err != nil {
+			return cw.n, err
+		}
+		count++
+	}
+	for _, p := range s.state.ACLPolicies() {
+		if err := enc.Encode(snapshotRecord{Type: recordPolicy, Policy: p}); err != nil {
+			return cw.n, err
+		}
+		count++
+	}
+	for _, t := range s.state.ACLTokens() {
+		if err := enc.Encode(snapshotRecord{Type: recordACLToken, ACLToken: t}); err != nil {
 			return cw.n, err
 		}
 		count++
@@ -215,6 +245,30 @@ func (f *FSM) Restore(r io.Reader) error {
 				return fmt.Errorf("snapshot record %d: keyring appears twice", count)
 			}
 			next.keyring = *rec.Keyring
+		case recordACL:
+			if h.Version < 5 || rec.ACL == nil || next.acl.bootstrapped {
+				return fmt.Errorf("snapshot record %d: acl record not valid here", count)
+			}
+			next.acl.bootstrapped = rec.ACL.Bootstrapped
+		case recordPolicy:
+			if h.Version < 5 || rec.Policy == nil || !tokens.ValidName(rec.Policy.Name) {
+				return fmt.Errorf("snapshot record %d: acl_policy record not valid here", count)
+			}
+			if _, dup := next.acl.policies[rec.Policy.Name]; dup {
+				return fmt.Errorf("snapshot record %d: policy %q appears twice", count, rec.Policy.Name)
+			}
+			next.acl.putPolicy(rec.Policy)
+		case recordACLToken:
+			if h.Version < 5 || rec.ACLToken == nil || rec.ACLToken.AccessorID == "" || rec.ACLToken.SecretHash == "" {
+				return fmt.Errorf("snapshot record %d: acl_token record not valid here", count)
+			}
+			if _, dup := next.acl.tokens[rec.ACLToken.AccessorID]; dup {
+				return fmt.Errorf("snapshot record %d: acl token %s appears twice", count, rec.ACLToken.AccessorID)
+			}
+			if _, dup := next.acl.byHash[rec.ACLToken.SecretHash]; dup {
+				return fmt.Errorf("snapshot record %d: two acl tokens share a secret", count)
+			}
+			next.acl.putToken(rec.ACLToken)
 		case recordEnd:
 			if rec.Count != count {
 				return fmt.Errorf("snapshot end record counts %d records, read %d", rec.Count, count)

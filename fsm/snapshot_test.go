@@ -101,6 +101,7 @@ func fullState() *State {
 			"vault":  {Pool: p3, Tokens: vaultToks, Rotations: rotations, Status: status},
 		},
 		keyring: KeyringState{Primary: testKeyA, UpdatedAt: at(5 * time.Hour).In(time.FixedZone("", 3600)), By: "alice ünïcödé"},
+		acl:     fullACL(at),
 	}
 }
 
@@ -164,6 +165,9 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			}
 			if got, want := g.State().Keyring(), f.State().Keyring(); got != want {
 				t.Errorf("restored keyring %+v, want %+v", got, want)
+			}
+			if got, want := frozenACL(g.State()), frozenACL(f.State()); got != want {
+				t.Errorf("restored ACLs %s, want %s", got, want)
 			}
 			if got, want := eventsOf(g), eventsOf(f); !reflect.DeepEqual(got, want) {
 				t.Errorf("restored events differ:\n got %+v\nwant %+v", got, want)
@@ -571,13 +575,13 @@ func goldenSnapshot(t *testing.T, version int, current *FSM) []byte {
 }
 
 // asCurrentVersion is an older snapshot as the current version writes the
-// same state: versions 2 to 4 added records and fields that are left out
+// same state: versions 2 to 5 added records and fields that are left out
 // when empty, and changed nothing else, so only the header's version
 // differs. A version that changes how pools or tokens are written must
 // revisit the callers.
 func asCurrentVersion(t *testing.T, golden []byte, version int) []byte {
 	t.Helper()
-	if snapshotVersion != 4 {
+	if snapshotVersion != 5 {
 		t.Fatalf("snapshot version %d: check what it changed, and update asCurrentVersion", snapshotVersion)
 	}
 	return bytes.Replace(golden, fmt.Appendf(nil, `"version":%d`, version), fmt.Appendf(nil, `"version":%d`, snapshotVersion), 1)
@@ -681,20 +685,21 @@ func TestRestoreVersion3Golden(t *testing.T) {
 	}
 }
 
-// testdata/snapshot-v4.jsonl is a version 4 snapshot of everyCommand's
+// testdata/snapshot-v4.jsonl is a version 4 snapshot of version4Commands'
 // state and events: everything version 3 had, sealed and plaintext values
-// side by side, the keyring record and resealed secrets. While version 4 is
-// current, the snapshot of that history must be this file byte for byte;
-// afterwards, it must still restore to the same state and events.
-func TestSnapshotVersion4Golden(t *testing.T) {
-	want := applyAll(t, everyCommand(t)).f
-	golden := goldenSnapshot(t, 4, want)
+// side by side, the keyring record and resealed secrets. It must keep
+// restoring to the same state and events for as long as version 4 is
+// readable. It can no longer be written: do not regenerate it.
+func TestRestoreVersion4Golden(t *testing.T) {
+	golden := goldenSnapshot(t, 4, nil)
 	for _, part := range []string{`"type":"keyring"`, `"primary":"` + testKeyB + `"`, `"fingerprint":"` + testKeyB + `:`, `"fingerprint":"` + testKeyA + `:`, `"type":"secrets_resealed"`} {
 		if !bytes.Contains(golden, []byte(part)) {
 			t.Fatalf("testdata/snapshot-v4.jsonl does not hold %s:\n%s", part, golden)
 		}
 	}
-	got := applyAll(t, version2Commands(t)).f
+	want := applyAll(t, version4Commands(t)).f
+	// Restored over an agent with ACLs: a version 4 snapshot has none.
+	got := applyAll(t, everyCommand(t)).f
 	if err := got.Restore(bytes.NewReader(golden)); err != nil {
 		t.Fatal(err)
 	}
@@ -707,9 +712,43 @@ func TestSnapshotVersion4Golden(t *testing.T) {
 	if g, w := got.State().Keyring(), want.State().Keyring(); g != w || g.Primary != testKeyB {
 		t.Fatalf("golden snapshot restores keyring %+v, want %+v", g, w)
 	}
-	if snapshotVersion == 4 {
+	if acl := frozenACL(got.State()); acl != frozenACL(New(nil).State()) {
+		t.Fatalf("version 4 snapshot restored ACLs %s", acl)
+	}
+	if now, want := snapshotBytes(t, got), asCurrentVersion(t, golden, 4); !bytes.Equal(now, want) {
+		t.Fatalf("version 4 state now encodes as:\n%s\nwant\n%s", now, want)
+	}
+}
+
+// testdata/snapshot-v5.jsonl is a version 5 snapshot of everyCommand's
+// state and events: everything version 4 had, and ACL policies and tokens.
+// While version 5 is current, the snapshot of that history must be this
+// file byte for byte; afterwards, it must still restore to the same state
+// and events.
+func TestSnapshotVersion5Golden(t *testing.T) {
+	want := applyAll(t, everyCommand(t)).f
+	golden := goldenSnapshot(t, 5, want)
+	for _, part := range []string{`"type":"acl","acl":{"bootstrapped":true}`, `"type":"acl_policy"`, `"type":"acl_token"`, `"management":true`, `"type":"acl_token_created"`} {
+		if !bytes.Contains(golden, []byte(part)) {
+			t.Fatalf("testdata/snapshot-v5.jsonl does not hold %s:\n%s", part, golden)
+		}
+	}
+	got := applyAll(t, version2Commands(t)).f
+	if err := got.Restore(bytes.NewReader(golden)); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(freeze(got.State()), freeze(want.State())) || got.AppliedIndex() != want.AppliedIndex() {
+		t.Fatalf("golden snapshot restores to %+v at %d, want %+v at %d", freeze(got.State()), got.AppliedIndex(), freeze(want.State()), want.AppliedIndex())
+	}
+	if g, w := eventsOf(got), eventsOf(want); !reflect.DeepEqual(g, w) {
+		t.Fatalf("golden snapshot restores events\n%+v\nwant\n%+v", g, w)
+	}
+	if g, w := frozenACL(got.State()), frozenACL(want.State()); g != w {
+		t.Fatalf("golden snapshot restores ACLs\n%s\nwant\n%s", g, w)
+	}
+	if snapshotVersion == 5 {
 		if now := snapshotBytes(t, want); !bytes.Equal(now, golden) {
-			t.Fatalf("version 4 encoding changed; bump snapshotVersion (and keep reading 4) instead:\n%s\nwas\n%s", now, golden)
+			t.Fatalf("version 5 encoding changed; bump snapshotVersion (and keep reading 5) instead:\n%s\nwas\n%s", now, golden)
 		}
 	}
 }

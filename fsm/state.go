@@ -14,6 +14,7 @@ import (
 type State struct {
 	pools   map[string]*PoolState
 	keyring KeyringState
+	acl     aclState
 }
 
 // PoolState is a pool and its tokens, which are kept in tokens.Less order so

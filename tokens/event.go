@@ -23,6 +23,12 @@ const (
 
 	EventKeyringUse      EventType = "keyring_use"
 	EventSecretsResealed EventType = "secrets_resealed"
+
+	EventACLBootstrapped  EventType = "acl_bootstrapped"
+	EventACLPolicyApplied EventType = "acl_policy_applied"
+	EventACLPolicyDeleted EventType = "acl_policy_deleted"
+	EventACLTokenCreated  EventType = "acl_token_created"
+	EventACLTokenDeleted  EventType = "acl_token_deleted"
 )
 
 // MaxEvents is how many recent events the replicated state keeps.
