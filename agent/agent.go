@@ -39,6 +39,9 @@ type Agent struct {
 	alerter  *alerter
 	resealer *resealer
 	metrics  *metrics
+	// audit keeps this agent's audit events; auditLogger writes them.
+	audit       auditLog
+	auditLogger hclog.Logger
 	// ready is closed once New has built everything; leader tasks, which
 	// may start while the cluster is still being built, wait for it.
 	ready chan struct{}
@@ -140,13 +143,21 @@ func New(cfg Config) (*Agent, error) {
 		a.Shutdown(context.Background())
 		return nil, err
 	}
-	a.handler = api.NewHandler(&backend{a: a}, a.logger.Named("api"))
+	a.auditLogger = a.logger.Named("audit")
+	a.handler = api.NewHandler(&backend{a: a}, a.logger.Named("api"), api.Options{ACL: cfg.ACL, ReportRate: cfg.ReportRate, ReportBurst: cfg.ReportBurst})
 	for _, ln := range []net.Listener{httpLn, sockLn} {
 		srv := &http.Server{
 			Handler:           a.handler,
 			ReadHeaderTimeout: 10 * time.Second,
-			IdleTimeout:       2 * time.Minute,
-			ErrorLog:          a.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+			ReadTimeout:       30 * time.Second,
+			// Long enough for the longest ?wait= (events: 5m) to answer.
+			WriteTimeout:   api.MaxEventsWait + 30*time.Second,
+			IdleTimeout:    2 * time.Minute,
+			MaxHeaderBytes: 64 << 10,
+			ErrorLog:       a.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		}
+		if ln == sockLn {
+			srv.ConnContext = peerCredContext
 		}
 		a.servers = append(a.servers, srv)
 		a.goFunc(func() {

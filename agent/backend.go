@@ -25,10 +25,18 @@ func (b *backend) Freshness() api.Freshness {
 	return api.Freshness{AppliedIndex: applied, KnownLeader: known, LastContact: lc}
 }
 
+// apply commits a client's command. With ACLs, it carries the hash of the
+// caller's token secret, so every agent checks the token again when it
+// applies it (the API checked it here already).
 func (b *backend) apply(ctx context.Context, t fsm.MessageType, req any) (uint64, error) {
 	entry, err := fsm.Encode(t, req)
 	if err != nil {
 		return 0, err
+	}
+	if hash := authHash(ctx); hash != "" {
+		if entry, err = fsm.Authorize(hash, entry); err != nil {
+			return 0, err
+		}
 	}
 	return b.a.cluster.Apply(ctx, entry)
 }
@@ -73,7 +81,7 @@ func (b *backend) Report(ctx context.Context, pool, id string, outcome tokens.Ou
 	if !ok {
 		return api.ReportResponse{}, tokens.Errorf(tokens.CodePoolNotFound, "pool %q does not exist", pool)
 	}
-	rep := tokens.Report{Pool: pool, TokenID: id, Outcome: outcome, Reporter: b.a.cfg.NodeName, At: now, LatencyMS: latency.Milliseconds()}
+	rep := tokens.Report{Pool: pool, TokenID: id, Outcome: outcome, Reporter: b.a.cfg.NodeName, At: now, LatencyMS: latency.Milliseconds(), AuthHash: authHash(ctx)}
 	if outcome == tokens.OutcomeRateLimited {
 		if retryAfter == 0 {
 			retryAfter = time.Duration(p.Health.WithDefaults().DefaultCooldown)
@@ -136,7 +144,7 @@ func mustToken(a *Agent, pool, id string, h tokens.Health) *tokens.Token {
 }
 
 func (b *backend) ResetToken(ctx context.Context, pool, id string) (uint64, error) {
-	return b.apply(ctx, fsm.TokenResetType, fsm.TokenResetRequest{Pool: pool, ID: id, By: b.a.cfg.NodeName, At: time.Now()})
+	return b.apply(ctx, fsm.TokenResetType, fsm.TokenResetRequest{Pool: pool, ID: id, By: principalName(ctx, b.a.cfg.NodeName), At: time.Now()})
 }
 
 func (b *backend) Alerts(ctx context.Context) (api.Alerts, error) {
@@ -149,7 +157,7 @@ func (b *backend) Alerts(ctx context.Context) (api.Alerts, error) {
 }
 
 func (b *backend) Rotate(ctx context.Context, pool, token string) ([]string, error) {
-	body, err := json.Marshal(rotateRequest{Pool: pool, Token: token})
+	body, err := json.Marshal(rotateRequest{Pool: pool, Token: token, AuthHash: authHash(ctx)})
 	if err != nil {
 		return nil, err
 	}

@@ -61,6 +61,13 @@ type Config struct {
 	// EncryptKey is a base64 key given another way (TOKEND_ENCRYPT_KEY).
 	// One of the two is required unless Dev.
 	EncryptKey string
+	// ACL requires an ACL token on the TCP API (the CLI turns it on
+	// outside --dev).
+	ACL bool
+	// ReportRate and ReportBurst limit each principal's reports (default
+	// api.DefaultReportRate and api.DefaultReportBurst).
+	ReportRate  float64
+	ReportBurst int
 	// AlertWebhook, when set, receives alerts as Alertmanager JSON.
 	AlertWebhook string
 	// AlertRepeat is how often a firing alert is sent again (default 1h).

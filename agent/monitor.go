@@ -126,6 +126,11 @@ func (m *monitor) observe(reports []tokens.Report) ([]verdict, []fsm.HealthChang
 	verdicts := make([]verdict, len(reports))
 	var changes []fsm.HealthChange
 	for i, r := range reports {
+		if err := recheck(state, r.AuthHash, r.Pool, tokens.CapReport); err != nil {
+			verdicts[i].Detail = "refused: " + err.Error()
+			m.logger.Warn("report refused", "pool", r.Pool, "token", r.TokenID, "reporter", r.Reporter, "error", err)
+			continue
+		}
 		ps, ok := state.Pool(r.Pool)
 		if !ok {
 			verdicts[i].Detail = fmt.Sprintf("pool %q no longer exists", r.Pool)

@@ -174,6 +174,15 @@ func TestDeposedLeaderResultBecomesOrphan(t *testing.T) {
 	if newLeader == old {
 		t.Fatal("leadership did not move")
 	}
+	// Release only once the new leader has resumed the rotation in its term
+	// and called the provider itself; released earlier, the deposed leader's
+	// result may legitimately commit first and there is no orphan to test.
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		if n := fp.Waiting(); n < 2 {
+			return fmt.Errorf("%d provider calls held; want the new leader's too", n)
+		}
+		return nil
+	})
 	fp.Release() // both the deposed leader's call and the new leader's go through
 	h := tcpClient(newLeader)
 	testutil.WaitFor(t, 10*time.Second, func() error {

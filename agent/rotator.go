@@ -395,6 +395,8 @@ const leaderRotate = "rotate"
 type rotateRequest struct {
 	Pool  string `json:"pool"`
 	Token string `json:"token,omitempty"`
+	// AuthHash is the caller's ACL token, checked again here.
+	AuthHash string `json:"auth_hash,omitempty"`
 }
 
 // handleRotate is the leader's handler for manual rotations: it opens a
@@ -410,6 +412,9 @@ func (r *rotator) handleRotate(ctx context.Context, body []byte) ([]byte, error)
 	r.mu.Unlock()
 	if !active {
 		return nil, tokens.Errorf(tokens.CodeNoLeader, "this agent is not leading yet, or no longer")
+	}
+	if err := recheck(r.a.fsm.State(), req.AuthHash, req.Pool, tokens.CapWrite); err != nil {
+		return nil, err
 	}
 	ps, ok := r.a.fsm.State().Pool(req.Pool)
 	if !ok {

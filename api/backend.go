@@ -50,6 +50,17 @@ type Backend interface {
 	// KeyringRemove removes key id from every agent once nothing is
 	// sealed with it.
 	KeyringRemove(ctx context.Context, id string) (KeyringChange, error)
+	// ACLBootstrap creates the management token, once.
+	ACLBootstrap(ctx context.Context) (ACLTokenSecret, error)
+	ACLPolicyApply(ctx context.Context, p tokens.ACLPolicy) (uint64, error)
+	ACLPolicyDelete(ctx context.Context, name string) (uint64, error)
+	// ACLTokenCreate creates a token with a new secret, returned once.
+	ACLTokenCreate(ctx context.Context, description string, policies []string) (ACLTokenSecret, error)
+	ACLTokenDelete(ctx context.Context, accessor string) (uint64, error)
+	// Audit records a denied request or an admin action; AuditLog returns
+	// the newest limit of them, oldest first.
+	Audit(e AuditEvent)
+	AuditLog(limit int) []AuditEvent
 	// WaitForChange blocks until the state moves past index or ctx ends.
 	WaitForChange(ctx context.Context, index uint64)
 
@@ -79,6 +90,12 @@ type View interface {
 	Eligible(t *tokens.Token) bool
 	// ReportStats counts the reports this agent received about t.
 	ReportStats(t *tokens.Token) *ReportStats
+	// Authorizer resolves the ACL token whose secret hashes to secretHash.
+	Authorizer(secretHash string) (*tokens.Authorizer, *tokens.ACLToken, bool)
+	ACLPolicies() []*tokens.ACLPolicy
+	ACLPolicy(name string) (*tokens.ACLPolicy, bool)
+	ACLTokens() []*tokens.ACLToken
+	ACLToken(accessor string) (*tokens.ACLToken, bool)
 	// Rotations returns a pool's open rotations and rotation record.
 	Rotations(pool string) ([]*tokens.Rotation, tokens.RotationStatus)
 	Now() time.Time

@@ -19,8 +19,12 @@ func (s *server) listPools(w http.ResponseWriter, r *http.Request) error {
 	}
 	s.setFreshness(w)
 	view := s.b.View()
+	principal, _ := PrincipalFrom(r.Context())
 	out := []Pool{}
 	for _, p := range view.Pools() {
+		if !principal.canRead(p) {
+			continue
+		}
 		_, toks, _ := view.Pool(p.Name)
 		out = append(out, toPool(view, p, toks))
 	}
@@ -308,6 +312,12 @@ func errorCode(err error) string {
 }
 
 func (s *server) report(w http.ResponseWriter, r *http.Request) error {
+	principal, _ := PrincipalFrom(r.Context())
+	if ok, wait := s.reports.allow(principal.String(), time.Now()); !ok {
+		e := tokens.Errorf(tokens.CodeRateLimited, "%s sends reports faster than this agent takes them (%g a second, bursts of %d): slow down", principal, float64(s.reports.rate), s.reports.burst)
+		e.RetryAt = time.Now().Add(wait)
+		return e
+	}
 	_, t, err := s.lookupToken(w, r)
 	if err != nil {
 		return err
@@ -555,7 +565,7 @@ func toPool(view View, p *tokens.Pool, toks []*tokens.Token) Pool {
 		Provider: ProviderFromSpec(p.Provider), Labels: p.Labels,
 		Health: p.Health.WithDefaults(), Size: p.Size, Rotation: p.Rotation.WithDefaults(), HealthCheck: p.HealthCheck,
 		RotationStatus: status, OpenRotations: open,
-		Tokens: len(toks), Eligible: eligible,
+		Tokens: len(toks), Eligible: eligible, AllowUIDs: p.AllowUIDs, AllowGIDs: p.AllowGIDs,
 		CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt, CreateIndex: p.CreateIndex, ModifyIndex: p.ModifyIndex,
 	}
 }

@@ -59,6 +59,15 @@ type conn struct {
 	name string
 	base string
 	hc   *http.Client
+	// token, when set, is sent as the ACL token.
+	token string
+}
+
+// as returns c sending the ACL token secret.
+func (c *conn) as(secret string) *conn {
+	cp := *c
+	cp.token = secret
+	return &cp
 }
 
 // startAgent starts a single-node agent that bootstraps itself, logging at
@@ -67,9 +76,18 @@ type conn struct {
 // anything the agent logged.
 func startAgent(t *testing.T) *testAgent {
 	t.Helper()
+	return startAgentWith(t, nil)
+}
+
+// startAgentWith is startAgent with mod applied to the configuration.
+func startAgentWith(t *testing.T, mod func(*agent.Config)) *testAgent {
+	t.Helper()
 	logs := &logBuffer{}
 	a := testutil.StartAgent(t, func(cfg *agent.Config) {
 		cfg.Logger = hclog.New(&hclog.LoggerOptions{Name: "n1", Output: logs, Level: hclog.Trace})
+		if mod != nil {
+			mod(cfg)
+		}
 	})
 	ta := &testAgent{Agent: a, logs: logs}
 	tcpTransport := &http.Transport{}
@@ -172,6 +190,9 @@ func (c *conn) do(t *testing.T, method, path string, body any) *response {
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	res, err := c.hc.Do(req)
 	if err != nil {

@@ -74,7 +74,8 @@ func ProviderFromSpec(s tokens.ProviderSpec) Provider {
 // applies it (before Normalize fills in defaults). The CLI builds the same
 // pool to check a file before it sends it.
 func (r PoolRequest) ToPool(name string) tokens.Pool {
-	p := tokens.Pool{Name: name, Selection: tokens.SelectionPolicy(r.Selection), MinHealthy: r.MinHealthy, Labels: r.Labels, Size: r.Size}
+	p := tokens.Pool{Name: name, Selection: tokens.SelectionPolicy(r.Selection), MinHealthy: r.MinHealthy, Labels: r.Labels, Size: r.Size,
+		AllowUIDs: r.AllowUIDs, AllowGIDs: r.AllowGIDs}
 	if r.Health != nil {
 		p.Health = *r.Health
 	}

@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,18 +24,31 @@ import (
 const MaxBodyBytes = 64 << 10
 
 type server struct {
-	b      Backend
-	logger hclog.Logger
+	b       Backend
+	logger  hclog.Logger
+	opts    Options
+	reports *reportLimiter
 }
 
+// endpoint is one method of one route: its handler, who may call it, and
+// whether calls are admin actions, which the audit log records.
+type endpoint struct {
+	h      handlerFunc
+	access access
+	admin  bool
+}
+
+func read(h handlerFunc, a access) endpoint  { return endpoint{h: h, access: a} }
+func write(h handlerFunc, a access) endpoint { return endpoint{h: h, access: a, admin: true} }
+
 // NewHandler returns the HTTP API.
-func NewHandler(b Backend, logger hclog.Logger) http.Handler {
-	s := &server{b: b, logger: logger}
+func NewHandler(b Backend, logger hclog.Logger, opts Options) http.Handler {
+	s := &server{b: b, logger: logger, opts: opts, reports: newReportLimiter(opts.ReportRate, opts.ReportBurst)}
 	mux := http.NewServeMux()
-	route := func(path string, methods map[string]handlerFunc) {
+	route := func(path string, methods map[string]endpoint) {
 		allow := make([]string, 0, len(methods)+1)
-		for m, h := range methods {
-			mux.Handle(m+" "+path, s.wrap(h))
+		for m, e := range methods {
+			mux.Handle(m+" "+path, s.wrap(e))
 			allow = append(allow, m)
 			if m == http.MethodGet {
 				allow = append(allow, http.MethodHead) // GET patterns serve HEAD too
@@ -44,32 +58,39 @@ func NewHandler(b Backend, logger hclog.Logger) http.Handler {
 		// The method-less pattern is less specific, so it only catches
 		// methods the path does not serve.
 		allowed := strings.Join(allow, ", ")
-		mux.Handle(path, s.wrap(func(w http.ResponseWriter, r *http.Request) error {
+		mux.Handle(path, s.wrap(read(func(w http.ResponseWriter, r *http.Request) error {
 			w.Header().Set("Allow", allowed)
 			return &statusError{http.StatusMethodNotAllowed, CodeMethodNotAllowed, fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, allowed)}
-		}))
+		}, accessOpen)))
 	}
-	route("/v1/pools", map[string]handlerFunc{"GET": s.listPools})
-	route("/v1/pools/{pool}", map[string]handlerFunc{"GET": s.getPool, "PUT": s.putPool, "DELETE": s.deletePool})
-	route("/v1/pools/{pool}/tokens", map[string]handlerFunc{"GET": s.listTokens, "POST": s.addToken})
-	route("/v1/pools/{pool}/tokens/{id}", map[string]handlerFunc{"GET": s.getTokenInfo, "DELETE": s.removeToken})
-	route("/v1/pools/{pool}/tokens/{id}/report", map[string]handlerFunc{"POST": s.report})
-	route("/v1/pools/{pool}/tokens/{id}/reset", map[string]handlerFunc{"POST": s.resetToken})
-	route("/v1/pools/{pool}/rotate", map[string]handlerFunc{"POST": s.rotate})
-	route("/v1/events", map[string]handlerFunc{"GET": s.events})
-	route("/v1/metrics", map[string]handlerFunc{"GET": s.metrics})
-	route("/v1/alerts", map[string]handlerFunc{"GET": s.alerts})
-	route("/v1/pools/{pool}/token", map[string]handlerFunc{"GET": s.fetchToken})
-	route("/v1/health", map[string]handlerFunc{"GET": s.health})
-	route("/v1/status/leader", map[string]handlerFunc{"GET": s.leader})
-	route("/v1/status/peers", map[string]handlerFunc{"GET": s.peers})
-	route("/v1/members", map[string]handlerFunc{"GET": s.members})
-	route("/v1/operator/keyring", map[string]handlerFunc{"GET": s.keyringList, "POST": s.keyringInstall})
-	route("/v1/operator/keyring/{key}", map[string]handlerFunc{"DELETE": s.keyringRemove})
-	route("/v1/operator/keyring/{key}/use", map[string]handlerFunc{"POST": s.keyringUse})
-	notFound := s.wrap(func(w http.ResponseWriter, r *http.Request) error {
+	route("/v1/pools", map[string]endpoint{"GET": read(s.listPools, accessAny)})
+	route("/v1/pools/{pool}", map[string]endpoint{"GET": read(s.getPool, accessPoolView), "PUT": write(s.putPool, accessPoolWrite), "DELETE": write(s.deletePool, accessPoolWrite)})
+	route("/v1/pools/{pool}/tokens", map[string]endpoint{"GET": read(s.listTokens, accessPoolView), "POST": write(s.addToken, accessPoolWrite)})
+	route("/v1/pools/{pool}/tokens/{id}", map[string]endpoint{"GET": read(s.getTokenInfo, accessPoolView), "DELETE": write(s.removeToken, accessPoolWrite)})
+	route("/v1/pools/{pool}/tokens/{id}/report", map[string]endpoint{"POST": read(s.report, accessPoolReport)})
+	route("/v1/pools/{pool}/tokens/{id}/reset", map[string]endpoint{"POST": write(s.resetToken, accessPoolWrite)})
+	route("/v1/pools/{pool}/rotate", map[string]endpoint{"POST": write(s.rotate, accessPoolWrite)})
+	route("/v1/pools/{pool}/token", map[string]endpoint{"GET": read(s.fetchToken, accessPoolRead)})
+	route("/v1/events", map[string]endpoint{"GET": read(s.events, accessClusterRead)})
+	route("/v1/metrics", map[string]endpoint{"GET": read(s.metrics, accessClusterRead)})
+	route("/v1/alerts", map[string]endpoint{"GET": read(s.alerts, accessClusterRead)})
+	route("/v1/health", map[string]endpoint{"GET": read(s.health, accessOpen)})
+	route("/v1/status/leader", map[string]endpoint{"GET": read(s.leader, accessClusterRead)})
+	route("/v1/status/peers", map[string]endpoint{"GET": read(s.peers, accessClusterRead)})
+	route("/v1/members", map[string]endpoint{"GET": read(s.members, accessClusterRead)})
+	route("/v1/operator/keyring", map[string]endpoint{"GET": read(s.keyringList, accessOperator), "POST": write(s.keyringInstall, accessOperator)})
+	route("/v1/operator/keyring/{key}", map[string]endpoint{"DELETE": write(s.keyringRemove, accessOperator)})
+	route("/v1/operator/keyring/{key}/use", map[string]endpoint{"POST": write(s.keyringUse, accessOperator)})
+	route("/v1/acl/bootstrap", map[string]endpoint{"POST": write(s.aclBootstrap, accessOpen)})
+	route("/v1/acl/policies", map[string]endpoint{"GET": read(s.aclPolicies, accessOperator)})
+	route("/v1/acl/policies/{name}", map[string]endpoint{"GET": read(s.aclPolicy, accessOperator), "PUT": write(s.aclPolicyApply, accessOperator), "DELETE": write(s.aclPolicyDelete, accessOperator)})
+	route("/v1/acl/tokens", map[string]endpoint{"GET": read(s.aclTokens, accessOperator), "POST": write(s.aclTokenCreate, accessOperator)})
+	route("/v1/acl/tokens/{accessor}", map[string]endpoint{"GET": read(s.aclToken, accessOperator), "DELETE": write(s.aclTokenDelete, accessOperator)})
+	route("/v1/acl/token/self", map[string]endpoint{"GET": read(s.aclTokenSelf, accessAny)})
+	route("/v1/audit", map[string]endpoint{"GET": read(s.auditLog, accessOperator)})
+	notFound := s.wrap(read(func(w http.ResponseWriter, r *http.Request) error {
 		return &statusError{http.StatusNotFound, tokens.CodeNotFound, fmt.Sprintf("no such endpoint: %s", r.URL.Path)}
-	})
+	}, accessOpen))
 	mux.Handle("/", notFound)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// ServeMux would answer a path such as /v1/pools//x with an HTML
@@ -96,12 +117,49 @@ func cleanPath(p string) string {
 
 type handlerFunc func(w http.ResponseWriter, r *http.Request) error
 
-func (s *server) wrap(h handlerFunc) http.Handler {
+// wrap authenticates and authorizes a request before its handler runs, and
+// audits denials and admin actions.
+func (s *server) wrap(e endpoint) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if err := h(w, r); err != nil {
+		p, err := s.authenticate(r)
+		if err == nil {
+			err = s.authorize(p, e.access, r)
+		}
+		if err != nil {
+			status, body := errorResponse(err)
+			s.audit(r, p, status, body.Code)
+			s.writeError(w, r, err)
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), principalKey{}, p))
+		if !e.admin {
+			if err := e.h(w, r); err != nil {
+				s.writeError(w, r, err)
+			}
+			return
+		}
+		rec := &statusRecorder{ResponseWriter: w, status: http.StatusOK}
+		err = e.h(rec, r)
+		code := ""
+		if err != nil {
+			var body ErrorBody
+			rec.status, body = errorResponse(err)
+			code = body.Code
 			s.writeError(w, r, err)
 		}
+		s.audit(r, p, rec.status, code)
 	})
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (r *statusRecorder) WriteHeader(status int) {
+	r.status = status
+	r.ResponseWriter.WriteHeader(status)
 }
 
 // statusError is an error the API itself raises, with its status.

@@ -23,6 +23,9 @@ type PoolRequest struct {
 	Size        int                    `json:"size,omitempty"`
 	Rotation    *tokens.RotationPolicy `json:"rotation,omitempty"`
 	HealthCheck *tokens.HealthCheck    `json:"health_check,omitempty"`
+	// AllowUIDs and AllowGIDs restrict the pool on the unix socket.
+	AllowUIDs []int `json:"allow_uids,omitempty"`
+	AllowGIDs []int `json:"allow_gids,omitempty"`
 }
 
 // Provider says how a pool's tokens are issued: tokens.ProviderSpec on the
@@ -80,6 +83,8 @@ type Pool struct {
 	// now.
 	Tokens      int       `json:"tokens"`
 	Eligible    int       `json:"eligible"`
+	AllowUIDs   []int     `json:"allow_uids,omitempty"`
+	AllowGIDs   []int     `json:"allow_gids,omitempty"`
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 	CreateIndex uint64    `json:"create_index"`
@@ -298,6 +303,68 @@ type KeyringChange struct {
 // KeyringInstallRequest is the body of POST /v1/operator/keyring.
 type KeyringInstallRequest struct {
 	Key string `json:"key"`
+}
+
+// ACLPolicyRequest is the body of PUT /v1/acl/policies/{name}.
+type ACLPolicyRequest struct {
+	Description string            `json:"description,omitempty"`
+	Pools       []tokens.PoolRule `json:"pools,omitempty"`
+	Operator    bool              `json:"operator,omitempty"`
+}
+
+// ACLPolicy is a policy as the API shows it.
+type ACLPolicy struct {
+	Name        string            `json:"name"`
+	Description string            `json:"description,omitempty"`
+	Pools       []tokens.PoolRule `json:"pools"`
+	Operator    bool              `json:"operator"`
+	CreateIndex uint64            `json:"create_index"`
+	ModifyIndex uint64            `json:"modify_index"`
+}
+
+// ACLTokenRequest is the body of POST /v1/acl/tokens.
+type ACLTokenRequest struct {
+	Description string   `json:"description,omitempty"`
+	Policies    []string `json:"policies"`
+}
+
+// ACLToken is a token as listings show it: never its secret.
+type ACLToken struct {
+	AccessorID  string    `json:"accessor_id"`
+	Description string    `json:"description,omitempty"`
+	Policies    []string  `json:"policies,omitempty"`
+	Management  bool      `json:"management,omitempty"`
+	CreatedAt   time.Time `json:"created_at"`
+	CreateIndex uint64    `json:"create_index"`
+}
+
+// ACLTokenSecret is the answer to a token's creation, and the one place its
+// secret is ever shown.
+type ACLTokenSecret struct {
+	AccessorID  string   `json:"accessor_id"`
+	SecretID    string   `json:"secret_id"`
+	Description string   `json:"description,omitempty"`
+	Policies    []string `json:"policies,omitempty"`
+	Management  bool     `json:"management,omitempty"`
+	Index       uint64   `json:"index"`
+}
+
+// AuditEvent is one denied request or admin action on one agent. It names
+// the principal (acl:<accessor>, uid:<uid>, anonymous:<ip>), never a secret.
+type AuditEvent struct {
+	At        time.Time `json:"at"`
+	Node      string    `json:"node"`
+	Principal string    `json:"principal"`
+	PID       int       `json:"pid,omitempty"`
+	Remote    string    `json:"remote"`
+	// Action is the method and route, e.g. "PUT /v1/pools/{pool}".
+	Action string `json:"action"`
+	// Target names what it acted on: "pool=github id=tok_1".
+	Target string `json:"target,omitempty"`
+	// Result is ok, denied or failed; Code is the error's code.
+	Result string `json:"result"`
+	Status int    `json:"status"`
+	Code   string `json:"code,omitempty"`
 }
 
 // ErrorResponse is the body of every error.

@@ -115,6 +115,7 @@ func newCluster(t *testing.T, n int) []*agentProc {
 			"--gossip-addr", p.gossip,
 			"--socket", p.socket,
 			"--encrypt-key-file", p.keyFile,
+			"--acl=false",
 			"--bootstrap-expect", fmt.Sprint(n),
 			"--log-level", "debug",
 		}

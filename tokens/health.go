@@ -51,6 +51,10 @@ type Report struct {
 	At       time.Time `json:"at"`
 	// LatencyMS is how long the upstream call took, for ok reports.
 	LatencyMS int64 `json:"latency_ms,omitempty"`
+	// AuthHash is the hash of the ACL token's secret the report came
+	// with, so the leader checks it again; empty for socket callers and
+	// when ACLs are off.
+	AuthHash string `json:"auth_hash,omitempty"`
 }
 
 // StateAt is the health state at time now: a cooldown whose deadline has

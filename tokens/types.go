@@ -100,6 +100,11 @@ type Pool struct {
 	Rotation RotationPolicy `json:"rotation,omitzero"`
 	// HealthCheck, when set, has the leader probe every token.
 	HealthCheck *HealthCheck `json:"health_check,omitempty"`
+	// AllowUIDs and AllowGIDs, when either is set, admit only those users
+	// and groups to the pool over the unix socket (the agent's own user and
+	// root always); otherwise the socket's mode and group decide.
+	AllowUIDs []int `json:"allow_uids,omitempty"`
+	AllowGIDs []int `json:"allow_gids,omitempty"`
 
 	CreatedAt   time.Time `json:"created_at"`
 	UpdatedAt   time.Time `json:"updated_at"`

@@ -17,6 +17,7 @@ const (
 	MaxTokenValueLen  = 16 << 10
 	MaxTokensPerPool  = 10000
 	MaxPriority       = 1_000_000
+	MaxAllowIDs       = 64
 	NamePatternString = "[a-z0-9][a-z0-9._-]{0,63}"
 )
 
@@ -105,6 +106,19 @@ func (p *Pool) Normalize() error {
 	}
 	if err := p.Health.Validate(); err != nil {
 		return err
+	}
+	for _, ids := range []struct {
+		field string
+		ids   []int
+	}{{"allow_uids", p.AllowUIDs}, {"allow_gids", p.AllowGIDs}} {
+		if len(ids.ids) > MaxAllowIDs {
+			return invalidf("%s lists %d ids (at most %d)", ids.field, len(ids.ids), MaxAllowIDs)
+		}
+		for _, id := range ids.ids {
+			if id < 0 || id > 1<<31-2 {
+				return invalidf("%s: %d is not a user or group id", ids.field, id)
+			}
+		}
 	}
 	return ValidateLabels(p.Labels)
 }

@@ -38,7 +38,17 @@ type Client struct {
 	addr string // as the caller gave it, for messages
 	base string // scheme://host[/prefix] that API paths are appended to
 	hc   *http.Client
+	// token is the ACL token secret sent with every request.
+	token string
 }
+
+// EnvToken names the environment variable that holds the ACL token FromEnv
+// sends.
+const EnvToken = "TOKEND_TOKEN"
+
+// SetToken makes the client send the ACL token secret with every request.
+// Call it before the client is used.
+func (c *Client) SetToken(secret string) { c.token = strings.TrimSpace(secret) }
 
 // New returns a client for the agent at addr: unix:///abs/path/to.sock,
 // http://host:port, https://host:port, or a bare host:port meaning http.
@@ -106,6 +116,7 @@ func FromEnv() (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", EnvAddr, err)
 	}
+	c.SetToken(os.Getenv(EnvToken))
 	return c, nil
 }
 
@@ -197,6 +208,9 @@ func (c *Client) send(ctx context.Context, r request) (*response, error) {
 		return nil, fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	req.Header.Set("Accept", accept)
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}

@@ -322,3 +322,65 @@ func (c *Client) KeyringRemove(ctx context.Context, id string) (api.KeyringChang
 	_, err := c.do(ctx, http.MethodDelete, "/v1/operator/keyring/"+url.PathEscape(id), nil, nil, &out)
 	return out, err
 }
+
+// ACLBootstrap creates the management token, once per cluster, and returns
+// its secret.
+func (c *Client) ACLBootstrap(ctx context.Context) (api.ACLTokenSecret, error) {
+	var out api.ACLTokenSecret
+	_, err := c.do(ctx, http.MethodPost, "/v1/acl/bootstrap", nil, nil, &out)
+	return out, err
+}
+
+// ACLPolicies lists the ACL policies.
+func (c *Client) ACLPolicies(ctx context.Context) ([]api.ACLPolicy, error) {
+	var out []api.ACLPolicy
+	_, err := c.do(ctx, http.MethodGet, "/v1/acl/policies", nil, nil, &out)
+	return out, err
+}
+
+// ACLPolicyApply creates or replaces policy name.
+func (c *Client) ACLPolicyApply(ctx context.Context, name string, p api.ACLPolicyRequest) (api.WriteResponse, error) {
+	var out api.WriteResponse
+	_, err := c.do(ctx, http.MethodPut, "/v1/acl/policies/"+url.PathEscape(name), nil, p, &out)
+	return out, err
+}
+
+// ACLPolicyDelete deletes policy name.
+func (c *Client) ACLPolicyDelete(ctx context.Context, name string) (api.WriteResponse, error) {
+	var out api.WriteResponse
+	_, err := c.do(ctx, http.MethodDelete, "/v1/acl/policies/"+url.PathEscape(name), nil, nil, &out)
+	return out, err
+}
+
+// ACLTokens lists the ACL tokens, without their secrets.
+func (c *Client) ACLTokens(ctx context.Context) ([]api.ACLToken, error) {
+	var out []api.ACLToken
+	_, err := c.do(ctx, http.MethodGet, "/v1/acl/tokens", nil, nil, &out)
+	return out, err
+}
+
+// ACLTokenCreate creates a token and returns its secret, shown this once.
+func (c *Client) ACLTokenCreate(ctx context.Context, req api.ACLTokenRequest) (api.ACLTokenSecret, error) {
+	var out api.ACLTokenSecret
+	_, err := c.do(ctx, http.MethodPost, "/v1/acl/tokens", nil, req, &out)
+	return out, err
+}
+
+// ACLTokenDelete deletes the token with accessor id.
+func (c *Client) ACLTokenDelete(ctx context.Context, accessor string) (api.WriteResponse, error) {
+	var out api.WriteResponse
+	_, err := c.do(ctx, http.MethodDelete, "/v1/acl/tokens/"+url.PathEscape(accessor), nil, nil, &out)
+	return out, err
+}
+
+// AuditLog returns the agent's newest audit events (up to limit; 0 means
+// all it keeps), oldest first.
+func (c *Client) AuditLog(ctx context.Context, limit int) ([]api.AuditEvent, error) {
+	var out []api.AuditEvent
+	var q url.Values
+	if limit > 0 {
+		q = url.Values{"limit": {strconv.Itoa(limit)}}
+	}
+	_, err := c.do(ctx, http.MethodGet, "/v1/audit", q, nil, &out)
+	return out, err
+}

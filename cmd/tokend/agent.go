@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tokend/tokend/agent"
+	"github.com/tokend/tokend/api"
 )
 
 func newAgentCmd() *cobra.Command {
@@ -31,6 +32,9 @@ memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketP
 			level := hclog.LevelFromString(logLevel)
 			if level == hclog.NoLevel {
 				return fmt.Errorf("--log-level %q is not one of trace, debug, info, warn, error", logLevel)
+			}
+			if cfg.Dev && !cmd.Flags().Changed("acl") {
+				cfg.ACL = false
 			}
 			cfg.Logger = hclog.New(&hclog.LoggerOptions{
 				Name:       "tokend",
@@ -57,6 +61,9 @@ memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketP
 	f.IntVar(&cfg.MaxVoters, "max-voters", agent.DefaultMaxVoters, "most servers the leader promotes to voters")
 	f.DurationVar(&cfg.DeadServerTimeout, "dead-server-timeout", agent.DefaultDeadServerTimeout, "how long a server must be failed before the leader removes it from Raft")
 	f.StringVar(&cfg.EncryptKeyFile, "encrypt-key-file", "", "file holding the keyring that seals secrets: one base64 key per line (tokend keygen); or set "+agent.EnvEncryptKey)
+	f.BoolVar(&cfg.ACL, "acl", true, "require an ACL token on the TCP API (default true, false with --dev); bootstrap with tokend acl bootstrap")
+	f.Float64Var(&cfg.ReportRate, "report-rate", api.DefaultReportRate, "reports a second each caller may send")
+	f.IntVar(&cfg.ReportBurst, "report-burst", api.DefaultReportBurst, "reports a caller may send at once")
 	f.StringVar(&cfg.AlertWebhook, "alert-webhook", "", "URL that receives alerts as Alertmanager JSON (POST)")
 	f.DurationVar(&cfg.AlertRepeat, "alert-repeat", time.Hour, "how often a firing alert is sent again")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,32 +20,40 @@ const requestTimeout = 30 * time.Second
 
 // clientOpts are the flags every client command shares.
 type clientOpts struct {
-	addr string
-	json bool
+	addr  string
+	token string
+	json  bool
 }
 
 // addClientCommands registers the commands that talk to an agent.
 func addClientCommands(root *cobra.Command) {
 	o := &clientOpts{}
 	// The flags belong to the client commands only, not to `tokend agent`.
-	for _, cmd := range []*cobra.Command{newPoolCmd(o), newTokenCmd(o), newEventsCmd(o), newAlertsCmd(o), newMembersCmd(o), newStatusCmd(o), newOperatorCmd(o)} {
+	for _, cmd := range []*cobra.Command{newPoolCmd(o), newTokenCmd(o), newEventsCmd(o), newAlertsCmd(o), newMembersCmd(o), newStatusCmd(o), newOperatorCmd(o), newACLCmd(o), newAuditCmd(o)} {
 		pf := cmd.PersistentFlags()
 		pf.StringVar(&o.addr, "addr", "", "agent address: unix:///path, http(s)://host:port or host:port (overrides $"+client.EnvAddr+", default "+client.DefaultAddr+")")
 		pf.BoolVar(&o.json, "json", false, "print the agent's JSON answer instead of a table or text")
+		pf.StringVar(&o.token, "token", "", "ACL token secret (overrides $"+client.EnvToken+"; prefer the variable: arguments show in ps)")
 		root.AddCommand(cmd)
 	}
 }
 
 // client returns a client for --addr, or for TOKEND_ADDR without it.
 func (o *clientOpts) client() (*client.Client, error) {
+	c, err := client.FromEnv()
 	if o.addr != "" {
-		c, err := client.New(o.addr)
-		if err != nil {
+		if c, err = client.New(o.addr); err != nil {
 			return nil, fmt.Errorf("--addr: %w", err)
 		}
-		return c, nil
+		c.SetToken(os.Getenv(client.EnvToken))
 	}
-	return client.FromEnv()
+	if err != nil {
+		return nil, err
+	}
+	if o.token != "" {
+		c.SetToken(o.token)
+	}
+	return c, nil
 }
 
 // call runs one request against the agent and prints its answer: the
