@@ -62,6 +62,10 @@ type Cluster struct {
 
 	gossip  *memberlist.Memberlist
 	members *memberTable
+	// gossipKeys is memberlist's keyring, nil without gossip encryption;
+	// gossipKeysMu orders changes and their saving.
+	gossipKeys   *memberlist.Keyring
+	gossipKeysMu sync.Mutex
 	// reconcileCh wakes the leader's reconciler on gossip events.
 	reconcileCh chan struct{}
 

@@ -50,6 +50,10 @@ type Config struct {
 	// TLS, when set, makes every Raft and RPC connection mutual TLS
 	// (tls.go). Without it they are plaintext.
 	TLS *TLS
+	// GossipKey, when set, encrypts gossip (AES-128, -192 or -256 by its
+	// length). A gossip keyring saved in DataDir by an earlier run wins
+	// over it (gossip_keyring.go).
+	GossipKey []byte
 
 	// listen opens the Raft listener; tests wrap it to see the bytes.
 	listen func(network, address string) (net.Listener, error)
@@ -169,6 +173,11 @@ func (c *Config) validate() error {
 	if c.TLS != nil {
 		if err := c.TLS.Validate(); err != nil {
 			return fmt.Errorf("tls: %w", err)
+		}
+	}
+	if c.GossipKey != nil {
+		if err := validGossipKey(c.GossipKey); err != nil {
+			return err
 		}
 	}
 	if c.listen == nil {
