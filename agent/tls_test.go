@@ -27,8 +27,14 @@ func TestTLSAgents(t *testing.T) {
 	https := func(n *testutil.Node) *testutil.HTTP { return testutil.TCPS(n.HTTPAddr(), cc) }
 
 	f := c.Followers()[0]
-	https(f).Must(t, "PUT", "/v1/pools/tls", api.PoolRequest{}, http.StatusOK, nil)
-	id := https(f).AddToken(t, "tls", "tls-token-value", 0)
+	write(t, https(f), "PUT", "/v1/pools/tls", api.PoolRequest{})
+	write(t, https(f), "POST", "/v1/pools/tls/tokens", api.TokenRequest{Value: "tls-token-value"})
+	var toks []api.TokenInfo
+	https(f).Must(t, "GET", "/v1/pools/tls/tokens", nil, http.StatusOK, &toks)
+	if len(toks) != 1 {
+		t.Fatalf("the pool holds %d tokens", len(toks))
+	}
+	id := toks[0].ID
 	testutil.WaitFor(t, 5*time.Second, func() error {
 		for _, n := range c.Running() {
 			got, code, err := https(n).Fetch("tls")
@@ -94,7 +100,7 @@ func TestTLSAgents(t *testing.T) {
 	})
 	// The leader adds them to Raft as non-voters and tries to replicate:
 	// a write committed after that still reaches only the cluster.
-	https(leader).AddToken(t, "tls", "second-value", 10)
+	write(t, https(leader), "POST", "/v1/pools/tls/tokens", api.TokenRequest{Value: "second-value", Priority: 10})
 	testutil.WaitFor(t, 5*time.Second, func() error {
 		for _, n := range c.Nodes[:3] {
 			var toks []api.TokenInfo
@@ -121,6 +127,26 @@ func TestTLSAgents(t *testing.T) {
 		}
 	}
 	https(leader).Must(t, "GET", "/v1/pools/rogue", nil, http.StatusNotFound, nil)
+}
+
+// write sends a write until it succeeds, riding out elections: 50 ms Raft
+// on a busy machine, with the leader dialing rogues, loses leaders now and
+// then. A retried token add that already went through answers 409.
+func write(t *testing.T, h *testutil.HTTP, method, path string, body any) {
+	t.Helper()
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		r, err := h.Do(method, path, body)
+		switch {
+		case err != nil:
+			return err
+		case r.Status == http.StatusOK || r.Status == http.StatusCreated || (r.Status == http.StatusConflict && method == "POST"):
+			return nil
+		case r.Status == http.StatusServiceUnavailable:
+			return fmt.Errorf("%s %s: %d %s", method, path, r.Status, r.Body)
+		}
+		t.Fatalf("%s %s: %d %s", method, path, r.Status, r.Body)
+		return nil
+	})
 }
 
 // withRoots makes cfg trust pki's CA, so that only the server can refuse.

@@ -16,7 +16,7 @@ import (
 )
 
 // The agent-to-agent RPC is HTTP/1.1 over the mux's RPC protocol byte, so it
-// shares the Raft port (and, later, its TLS) and gets keep-alive and
+// shares the Raft port (and its mutual TLS, tls.go) and gets keep-alive and
 // deadlines from net/http.
 
 const maxRPCEntry = 4 << 20
