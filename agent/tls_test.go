@@ -17,9 +17,10 @@ import (
 
 // Three agents with TLS form a cluster and serve writes made through a
 // follower over HTTPS. A fourth agent with a certificate from another CA,
-// and a fifth without TLS, join gossip but never receive the cluster's
-// state, so they serve nothing of it. The TCP API refuses clients without
-// a certificate of the cluster's CA at the handshake, and plain HTTP.
+// and a fifth without TLS, join gossip but get neither a place in Raft nor
+// the cluster's state, so they serve nothing of it. The TCP API refuses
+// clients without a certificate of the cluster's CA at the handshake, and
+// plain HTTP.
 func TestTLSAgents(t *testing.T) {
 	pki := testutil.NewPKI(t)
 	c := testutil.NewClusterWith(t, 3, pki.Configure)
@@ -76,14 +77,15 @@ func TestTLSAgents(t *testing.T) {
 		c.Add("plain", nil),
 	}
 	var leader *testutil.Node
-	for _, n := range c.Nodes[:3] {
-		if n.IsLeader() {
-			leader = n
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		for _, n := range c.Nodes[:3] {
+			if n.IsLeader() {
+				leader = n
+				return nil
+			}
 		}
-	}
-	if leader == nil {
-		t.Fatal("no leader among the three")
-	}
+		return fmt.Errorf("no leader among the three")
+	})
 	testutil.WaitFor(t, 10*time.Second, func() error {
 		var ms []api.Member
 		https(leader).Must(t, "GET", "/v1/members", nil, http.StatusOK, &ms)
@@ -98,8 +100,8 @@ func TestTLSAgents(t *testing.T) {
 		}
 		return nil
 	})
-	// The leader adds them to Raft as non-voters and tries to replicate:
-	// a write committed after that still reaches only the cluster.
+	// The leader tries them over the agent RPC and never adds them to Raft:
+	// a write committed after that reaches only the cluster.
 	write(t, https(leader), "POST", "/v1/pools/tls/tokens", api.TokenRequest{Value: "second-value", Priority: 10})
 	testutil.WaitFor(t, 5*time.Second, func() error {
 		for _, n := range c.Nodes[:3] {
@@ -127,6 +129,11 @@ func TestTLSAgents(t *testing.T) {
 		}
 	}
 	https(leader).Must(t, "GET", "/v1/pools/rogue", nil, http.StatusNotFound, nil)
+	var peers []api.Peer
+	https(leader).Must(t, "GET", "/v1/status/peers", nil, http.StatusOK, &peers)
+	if len(peers) != 3 {
+		t.Fatalf("the Raft configuration holds %d servers: %+v", len(peers), peers)
+	}
 }
 
 // write sends a write until it succeeds, riding out elections: 50 ms Raft

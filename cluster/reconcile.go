@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -35,7 +36,8 @@ func (c *Cluster) reconcileLoop(ctx context.Context) {
 }
 
 // reconcile makes one pass:
-//   - alive servers missing from Raft join as non-voters; a server whose
+//   - alive servers missing from Raft join as non-voters once they answer
+//     over the agent RPC as themselves (checkNewServer); a server whose
 //     Raft address changed is updated, and an id that another server's
 //     address now belongs to is removed first;
 //   - servers failed in gossip for longer than DeadServerTimeout, or that
@@ -66,6 +68,10 @@ func (c *Cluster) reconcile(ctx context.Context, healthySince map[raft.ServerID]
 		i := slices.IndexFunc(servers, func(s raft.Server) bool { return string(s.ID) == m.ID })
 		switch {
 		case i < 0:
+			if err := c.checkNewServer(ctx, m); err != nil {
+				c.logger.Warn("not adding server to Raft: it does not answer over the agent RPC", "node", m.Name, "id", m.ID, "address", m.RaftAddr, "error", err)
+				continue
+			}
 			for _, s := range servers {
 				if string(s.Address) == m.RaftAddr && string(s.ID) != c.cfg.NodeID {
 					c.logger.Info("removing server whose address a new server now uses", "old_id", s.ID, "new_id", m.ID, "address", m.RaftAddr)
@@ -213,4 +219,22 @@ func (c *Cluster) caughtUp(ctx context.Context, addr raft.ServerAddress) bool {
 		return false
 	}
 	return s.Term == c.raft.CurrentTerm() && s.LastIndex+maxPromotionLag >= c.raft.LastIndex()
+}
+
+// checkNewServer asks a server gossip reports for its status over the agent
+// RPC, and checks that it answers as the id it gossips. With TLS this proves
+// that it holds an agent certificate of the cluster's CA, so a server
+// without one never enters the Raft configuration, and the leader does not
+// spend itself replicating to a server that cannot take part.
+func (c *Cluster) checkNewServer(ctx context.Context, m Member) error {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timing.ApplyTimeout)
+	defer cancel()
+	s, err := c.fetchStatus(ctx, raft.ServerAddress(m.RaftAddr))
+	if err != nil {
+		return err
+	}
+	if s.ID != m.ID {
+		return fmt.Errorf("it answers as server %q", s.ID)
+	}
+	return nil
 }
