@@ -144,4 +144,3 @@ func TestCanariesNeverLeak(t *testing.T) {
 	}
 	assertNoSecrets(t, "agent log", logs, all)
 }
-
