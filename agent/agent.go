@@ -5,6 +5,7 @@ package agent
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -67,6 +68,14 @@ func New(cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	a.keys = keys
+	tlsc, err := loadTLS(&cfg)
+	if err != nil {
+		return nil, err
+	}
+	var gossipKey []byte
+	if cfg.GossipKey != "" {
+		gossipKey, _ = cluster.ParseGossipKey(cfg.GossipKey) // checked by normalize
+	}
 	if cfg.DataDir != "" {
 		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create data dir: %w", err)
@@ -93,6 +102,10 @@ func New(cfg Config) (*Agent, error) {
 	a.prober = newProber(a)
 	a.alerter = newAlerter(a)
 	a.resealer = newResealer(a)
+	var clusterTLS *cluster.TLS
+	if tlsc != nil {
+		clusterTLS = tlsc.cluster
+	}
 	a.cluster, err = cluster.New(cluster.Config{
 		NodeID:            id,
 		NodeName:          cfg.NodeName,
@@ -109,6 +122,8 @@ func New(cfg Config) (*Agent, error) {
 		DeadServerTimeout: cfg.DeadServerTimeout,
 		Timing:            cfg.Timing,
 		Logger:            a.logger.Named("cluster"),
+		TLS:               clusterTLS,
+		GossipKey:         gossipKey,
 		LeaderTasks:       []func(context.Context){a.whenReady(a.monitor.run), a.whenReady(a.rotator.run), a.whenReady(a.prober.run), a.whenReady(a.alerter.run), a.whenReady(a.resealer.run)},
 	}, a.fsm)
 	if err != nil {
@@ -119,6 +134,7 @@ func New(cfg Config) (*Agent, error) {
 	a.cluster.HandleLeader(leaderRotate, a.rotator.handleRotate)
 	a.cluster.HandleLeader(leaderAlerts, a.alerter.handle)
 	a.registerKeyringHandlers()
+	a.registerGossipKeyringHandlers()
 	a.monitor.cluster = a.cluster
 	// The state restored from the data dir tells whether this agent was
 	// given the cluster's keys; find out now, not at the first fetch.
@@ -156,19 +172,28 @@ func New(cfg Config) (*Agent, error) {
 			MaxHeaderBytes: 64 << 10,
 			ErrorLog:       a.logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 		}
-		if ln == sockLn {
+		serve := srv.Serve
+		switch {
+		case ln == sockLn:
 			srv.ConnContext = peerCredContext
+		case tlsc != nil:
+			srv.TLSConfig = tlsc.api
+			// HTTP/1.1 only, as on the socket: over HTTP/2 a client whose
+			// certificate is refused hears only that the connection failed.
+			srv.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+			serve = func(ln net.Listener) error { return srv.ServeTLS(ln, "", "") }
 		}
 		a.servers = append(a.servers, srv)
 		a.goFunc(func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.errCh <- fmt.Errorf("serve %s: %w", ln.Addr(), err)
 			}
 		})
 	}
 	close(a.ready)
 	a.logger.Info("agent started", "node", cfg.NodeName, "id", id, "http", a.httpAddr, "socket", cfg.SocketPath,
-		"raft", a.cluster.RaftAddr(), "gossip", a.cluster.GossipAddr(), "region", cfg.Region, "zone", cfg.Zone)
+		"raft", a.cluster.RaftAddr(), "gossip", a.cluster.GossipAddr(), "region", cfg.Region, "zone", cfg.Zone,
+		"tls", tlsc != nil, "gossip_encryption", a.cluster.GossipEncrypted())
 	return a, nil
 }
 
@@ -221,6 +246,10 @@ func (a *Agent) Err() <-chan error { return a.errCh }
 
 // Handler is the HTTP API the agent serves on its listeners.
 func (a *Agent) Handler() http.Handler { return a.handler }
+
+// TLS reports whether the agent runs with TLS: mutual TLS between agents,
+// HTTPS on the TCP API.
+func (a *Agent) TLS() bool { return a.cfg.tlsOn() }
 
 // HTTPAddr is the bound TCP address of the API.
 func (a *Agent) HTTPAddr() string { return a.httpAddr }

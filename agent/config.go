@@ -72,6 +72,20 @@ type Config struct {
 	AlertWebhook string
 	// AlertRepeat is how often a firing alert is sent again (default 1h).
 	AlertRepeat time.Duration
+	// TLSCAFile, TLSCertFile and TLSKeyFile, all three or none, turn on
+	// mutual TLS between agents (Raft, forwarding, node RPCs) and HTTPS on
+	// the TCP API (tls.go). The unix socket stays plain HTTP.
+	TLSCAFile   string
+	TLSCertFile string
+	TLSKeyFile  string
+	// TLSAPIClientCertOptional lets clients without a certificate use the
+	// TCP API over TLS (--tls-verify-incoming-api=false); by default it
+	// requires one signed by the CA.
+	TLSAPIClientCertOptional bool
+	// GossipKey is a base64 key (16, 24 or 32 bytes) that encrypts gossip.
+	// The gossip keyring saved in the data dir, once there is one, wins
+	// over it.
+	GossipKey string
 	// ProviderFactory builds providers; nil means the providers under
 	// tokens/provider. Tests set it to count and control provider calls.
 	ProviderFactory ProviderFactory
@@ -143,6 +157,14 @@ func (c *Config) normalize() error {
 	}
 	if c.AlertRepeat == 0 {
 		c.AlertRepeat = time.Hour
+	}
+	if err := c.checkTLSFiles(); err != nil {
+		return err
+	}
+	if c.GossipKey != "" {
+		if _, err := cluster.ParseGossipKey(c.GossipKey); err != nil {
+			return fmt.Errorf("--gossip-key: %w", err)
+		}
 	}
 	if c.AlertWebhook != "" {
 		if u, err := url.Parse(c.AlertWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {

@@ -117,23 +117,33 @@ func (a *Agent) keyringStatus() api.NodeKeyring {
 }
 
 // memberCall is one member's answer to a keyring call.
-type memberCall struct {
-	member  cluster.Member
-	keyring api.NodeKeyring
-	err     error
+type memberCall = memberResult[api.NodeKeyring]
+
+// memberResult is one member's answer to a node call, decoded.
+type memberResult[T any] struct {
+	member cluster.Member
+	result T
+	err    error
 }
 
 // callMembers calls name on every member that has not left, at once. A
 // failed member is not called; its entry says so.
 func (a *Agent) callMembers(ctx context.Context, name string, req any) ([]memberCall, error) {
+	return callEach[api.NodeKeyring](ctx, a, name, req)
+}
+
+// callEach calls name on every member that has not left, at once, and
+// decodes each answer into a T. A failed member is not called; its entry
+// says so.
+func callEach[T any](ctx context.Context, a *Agent, name string, req any) ([]memberResult[T], error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return nil, err
 	}
-	var out []memberCall
+	var out []memberResult[T]
 	for _, m := range a.cluster.Members() {
 		if m.Status != cluster.StatusLeft {
-			out = append(out, memberCall{member: m})
+			out = append(out, memberResult[T]{member: m})
 		}
 	}
 	var wg sync.WaitGroup
@@ -146,13 +156,13 @@ func (a *Agent) callMembers(ctx context.Context, name string, req any) ([]member
 		wg.Go(func() {
 			res, err := a.cluster.CallNode(ctx, c.member.RaftAddr, name, body)
 			if err == nil {
-				err = json.Unmarshal(res, &c.keyring)
+				err = json.Unmarshal(res, &c.result)
 			}
 			c.err = err
 		})
 	}
 	wg.Wait()
-	slices.SortFunc(out, func(x, y memberCall) int { return strings.Compare(x.member.Name, y.member.Name) })
+	slices.SortFunc(out, func(x, y memberResult[T]) int { return strings.Compare(x.member.Name, y.member.Name) })
 	return out, nil
 }
 
@@ -162,7 +172,7 @@ func summarize(what string, calls []memberCall) ([]api.NodeKeyring, error) {
 	nodes := make([]api.NodeKeyring, len(calls))
 	var failed []string
 	for i, c := range calls {
-		nodes[i] = c.keyring
+		nodes[i] = c.result
 		nodes[i].Node = c.member.Name
 		if c.err != nil {
 			nodes[i].Error = tokens.AsError(c.err).Message
@@ -219,7 +229,7 @@ func (b *backend) KeyringUse(ctx context.Context, id string, force bool) (api.Ke
 			// An operator said this member is gone for good.
 		case c.err != nil:
 			lacking = append(lacking, c.member.Name+" ("+tokens.AsError(c.err).Message+")")
-		case !slices.Contains(c.keyring.Keys, id):
+		case !slices.Contains(c.result.Keys, id):
 			lacking = append(lacking, c.member.Name)
 		}
 	}

@@ -21,7 +21,9 @@ type aclAgent struct {
 
 func startACLAgent(t *testing.T) *aclAgent {
 	t.Helper()
-	ta := startAgentWith(t, func(cfg *agent.Config) { cfg.ACL = true })
+	gossipKey := tokens.GenerateKey()
+	ta := startAgentWith(t, func(cfg *agent.Config) { cfg.ACL = true; cfg.GossipKey = gossipKey })
+	ta.secret(gossipKey)
 	r := expect(t, ta.tcp.do(t, http.MethodPost, "/v1/acl/bootstrap", nil), http.StatusOK)
 	boot := decode[api.ACLTokenSecret](t, r)
 	if !boot.Management || !strings.HasPrefix(boot.SecretID, "tkd_") || !tokens.ValidAccessorID(boot.AccessorID) {
@@ -153,6 +155,19 @@ func TestACLEveryEndpoint(t *testing.T) {
 		{"keyring remove", func(*testing.T, int) row {
 			// Not installed anywhere: removing it is a no-op that succeeds.
 			return row{"DELETE", "/v1/operator/keyring/00000000", nil, "operator", 200, 0}
+		}},
+		{"gossip keyring list", func(*testing.T, int) row { return row{"GET", "/v1/operator/gossip-keyring", nil, "operator", 200, 0} }},
+		{"gossip keyring install", func(*testing.T, int) row {
+			return row{"POST", "/v1/operator/gossip-keyring", api.KeyringInstallRequest{Key: newKey}, "operator", 200, 0}
+		}},
+		{"gossip keyring use", func(t *testing.T, _ int) row {
+			var kr api.GossipKeyring
+			must(t, json.Unmarshal(expect(t, mgmt.do(t, "GET", "/v1/operator/gossip-keyring", nil), 200).Body, &kr))
+			return row{"POST", "/v1/operator/gossip-keyring/" + kr.Nodes[0].Primary + "/use", nil, "operator", 200, 0}
+		}},
+		{"gossip keyring remove", func(*testing.T, int) row {
+			// Not installed anywhere: removing it is a no-op that succeeds.
+			return row{"DELETE", "/v1/operator/gossip-keyring/00000000", nil, "operator", 200, 0}
 		}},
 		{"policy list", func(*testing.T, int) row { return row{"GET", "/v1/acl/policies", nil, "operator", 200, 0} }},
 		{"policy show", func(*testing.T, int) row { return row{"GET", "/v1/acl/policies/read", nil, "operator", 200, 0} }},

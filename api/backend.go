@@ -50,6 +50,16 @@ type Backend interface {
 	// KeyringRemove removes key id from every agent once nothing is
 	// sealed with it.
 	KeyringRemove(ctx context.Context, id string) (KeyringChange, error)
+	// GossipKeyring lists every agent's gossip keys.
+	GossipKeyring(ctx context.Context) (GossipKeyring, error)
+	// GossipKeyringInstall adds a gossip key to every agent.
+	GossipKeyringInstall(ctx context.Context, key string) (GossipKeyringChange, error)
+	// GossipKeyringUse makes every agent encrypt gossip with key id, which
+	// every agent must hold; force passes over failed agents.
+	GossipKeyringUse(ctx context.Context, id string, force bool) (GossipKeyringChange, error)
+	// GossipKeyringRemove removes key id from every agent, once no agent
+	// encrypts with it.
+	GossipKeyringRemove(ctx context.Context, id string) (GossipKeyringChange, error)
 	// ACLBootstrap creates the management token, once.
 	ACLBootstrap(ctx context.Context) (ACLTokenSecret, error)
 	ACLPolicyApply(ctx context.Context, p tokens.ACLPolicy) (uint64, error)

@@ -305,6 +305,33 @@ type KeyringInstallRequest struct {
 	Key string `json:"key"`
 }
 
+// GossipKeyring is the answer to GET /v1/operator/gossip-keyring: each
+// agent's gossip keys, by id.
+type GossipKeyring struct {
+	Nodes []NodeGossipKeyring `json:"nodes"`
+}
+
+// NodeGossipKeyring is one agent's gossip keyring: key ids, never keys.
+type NodeGossipKeyring struct {
+	Node string `json:"node"`
+	// Keys are the ids of the agent's gossip keys, its primary first.
+	Keys []string `json:"keys,omitempty"`
+	// Primary is the key the agent encrypts gossip with.
+	Primary string `json:"primary,omitempty"`
+	// Persisted says whether changes are saved in the agent's data dir;
+	// NotPersisted says why not.
+	Persisted    bool   `json:"persisted"`
+	NotPersisted string `json:"not_persisted,omitempty"`
+	// Error is why the agent could not be asked or could not comply.
+	Error string `json:"error,omitempty"`
+}
+
+// GossipKeyringChange is the answer to a gossip keyring change.
+type GossipKeyringChange struct {
+	KeyID string              `json:"key_id"`
+	Nodes []NodeGossipKeyring `json:"nodes"`
+}
+
 // ACLPolicyRequest is the body of PUT /v1/acl/policies/{name}.
 type ACLPolicyRequest struct {
 	Description string            `json:"description,omitempty"`

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -63,6 +62,10 @@ type Cluster struct {
 
 	gossip  *memberlist.Memberlist
 	members *memberTable
+	// gossipKeys is memberlist's keyring, nil without gossip encryption;
+	// gossipKeysMu orders changes and their saving.
+	gossipKeys   *memberlist.Keyring
+	gossipKeysMu sync.Mutex
 	// reconcileCh wakes the leader's reconciler on gossip events.
 	reconcileCh chan struct{}
 
@@ -126,12 +129,12 @@ func (c *Cluster) goFunc(f func()) {
 }
 
 func (c *Cluster) setupRaft() error {
-	ln, err := net.Listen("tcp", c.cfg.RaftAddr)
+	ln, err := c.cfg.listen("tcp", c.cfg.RaftAddr)
 	if err != nil {
 		return fmt.Errorf("listen on raft address: %w", err)
 	}
 	c.raftAddr = ln.Addr().String()
-	c.mux = newMux(ln, c.logger.Named("mux"))
+	c.mux = newMux(ln, c.cfg.TLS, c.logger.Named("mux"))
 	c.closers = append(c.closers, c.mux)
 
 	c.transport = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{

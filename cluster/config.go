@@ -47,6 +47,16 @@ type Config struct {
 	// LeaderTasks run on the leader only, from after a Barrier until
 	// leadership is lost; each must return soon after its context ends.
 	LeaderTasks []func(ctx context.Context)
+	// TLS, when set, makes every Raft and RPC connection mutual TLS
+	// (tls.go). Without it they are plaintext.
+	TLS *TLS
+	// GossipKey, when set, encrypts gossip (AES-128, -192 or -256 by its
+	// length). A gossip keyring saved in DataDir by an earlier run wins
+	// over it (gossip_keyring.go).
+	GossipKey []byte
+
+	// listen opens the Raft listener; tests wrap it to see the bytes.
+	listen func(network, address string) (net.Listener, error)
 }
 
 // Timing holds every interval the cluster runs on.
@@ -159,6 +169,19 @@ func (c *Config) validate() error {
 	}
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
+	}
+	if c.TLS != nil {
+		if err := c.TLS.Validate(); err != nil {
+			return fmt.Errorf("tls: %w", err)
+		}
+	}
+	if c.GossipKey != nil {
+		if err := validGossipKey(c.GossipKey); err != nil {
+			return err
+		}
+	}
+	if c.listen == nil {
+		c.listen = net.Listen
 	}
 	return nil
 }

@@ -171,6 +171,22 @@ func (c *Cluster) setupGossip() error {
 	mc.PushPullInterval = t.GossipPushPull
 	mc.SuspicionMult = t.GossipSuspicionMult
 	mc.Logger = c.logger.Named("gossip").StandardLogger(nil)
+	keys, err := c.loadGossipKeys()
+	if err != nil {
+		return err
+	}
+	if len(keys) > 0 {
+		kr, err := memberlist.NewKeyring(keys[1:], keys[0])
+		if err != nil {
+			return fmt.Errorf("gossip keyring: %w", err)
+		}
+		mc.Keyring = kr
+		c.gossipKeys = kr
+	}
+	// Without a key these are moot; with one, nothing unencrypted is sent
+	// or accepted.
+	mc.GossipVerifyIncoming = true
+	mc.GossipVerifyOutgoing = true
 	d := &gossipDelegate{meta: meta, members: c.members}
 	mc.Delegate = d
 	mc.Events = d

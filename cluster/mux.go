@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -20,8 +21,9 @@ const (
 	protoRPC  byte = 2
 )
 
-// muxHandshakeTimeout bounds how long an accepted connection may take to send
-// its protocol byte, so a silent client cannot hold a goroutine forever.
+// muxHandshakeTimeout bounds how long an accepted connection may take to
+// complete its TLS handshake and send its protocol byte, so a silent client
+// cannot hold a goroutine forever.
 const muxHandshakeTimeout = 5 * time.Second
 
 var errMuxClosed = errors.New("listener closed")
@@ -33,17 +35,30 @@ var errMuxClosed = errors.New("listener closed")
 type mux struct {
 	ln     net.Listener
 	logger hclog.Logger
-	raft   *subListener
-	rpc    *subListener
-	done   chan struct{}
-	once   sync.Once
+	// serverTLS and clientTLS are nil without TLS; with it, every
+	// connection is TLS from its first byte (tls.go).
+	serverTLS *tls.Config
+	clientTLS *tls.Config
+	// handshakeTimeout is muxHandshakeTimeout, shorter in tests.
+	handshakeTimeout time.Duration
+	raft             *subListener
+	rpc              *subListener
+	done             chan struct{}
+	once             sync.Once
 
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{}
 }
 
-func newMux(ln net.Listener, logger hclog.Logger) *mux {
-	m := &mux{ln: ln, logger: logger, done: make(chan struct{}), conns: map[*trackedConn]struct{}{}}
+func newMux(ln net.Listener, t *TLS, logger hclog.Logger) *mux {
+	return newMuxTimeout(ln, t, logger, muxHandshakeTimeout)
+}
+
+func newMuxTimeout(ln net.Listener, t *TLS, logger hclog.Logger, handshakeTimeout time.Duration) *mux {
+	m := &mux{ln: ln, logger: logger, handshakeTimeout: handshakeTimeout, done: make(chan struct{}), conns: map[*trackedConn]struct{}{}}
+	if t != nil {
+		m.serverTLS, m.clientTLS = t.serverConfig(), t.clientConfig()
+	}
 	m.raft = newSubListener(m)
 	m.rpc = newSubListener(m)
 	go m.serve()
@@ -71,7 +86,8 @@ func (m *mux) serve() {
 }
 
 // track registers conn so Close closes it; a conn that arrives after Close
-// is closed at once.
+// is closed at once. The mux tracks the TCP connection, under any TLS, so
+// that Close never waits on a TLS close_notify.
 func (m *mux) track(conn net.Conn) net.Conn {
 	tc := &trackedConn{Conn: conn, m: m}
 	m.mu.Lock()
@@ -98,13 +114,26 @@ func (c *trackedConn) Close() error {
 }
 
 func (m *mux) route(conn net.Conn) {
-	_ = conn.SetReadDeadline(time.Now().Add(muxHandshakeTimeout))
+	_ = conn.SetDeadline(time.Now().Add(m.handshakeTimeout))
+	if m.serverTLS != nil {
+		tc := tls.Server(conn, m.serverTLS)
+		if err := tc.Handshake(); err != nil {
+			level := hclog.Warn
+			if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+				level = hclog.Debug
+			}
+			m.logger.Log(level, "dropping connection that failed the TLS handshake", "remote", conn.RemoteAddr(), "error", err)
+			conn.Close()
+			return
+		}
+		conn = tc
+	}
 	var b [1]byte
 	if _, err := io.ReadFull(conn, b[:]); err != nil {
 		conn.Close()
 		return
 	}
-	_ = conn.SetReadDeadline(time.Time{})
+	_ = conn.SetDeadline(time.Time{})
 	var dst *subListener
 	switch b[0] {
 	case protoRaft:
@@ -172,17 +201,29 @@ func (l *subListener) Close() error {
 
 func (l *subListener) Addr() net.Addr { return l.m.ln.Addr() }
 
-// dial connects to a peer's mux and announces proto.
+// dial connects to a peer's mux, with TLS when configured, and announces
+// proto. timeout bounds the TCP connect and the TLS handshake.
 func (m *mux) dial(address string, proto byte, timeout time.Duration) (net.Conn, error) {
-	conn, err := net.DialTimeout("tcp", address, timeout)
+	raw, err := net.DialTimeout("tcp", address, timeout)
 	if err != nil {
 		return nil, err
+	}
+	conn := m.track(raw)
+	if m.clientTLS != nil {
+		_ = raw.SetDeadline(time.Now().Add(timeout))
+		tc := tls.Client(conn, m.clientTLS)
+		if err := tc.Handshake(); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("TLS handshake with %s: %w", address, err)
+		}
+		_ = raw.SetDeadline(time.Time{})
+		conn = tc
 	}
 	if _, err := conn.Write([]byte{proto}); err != nil {
 		conn.Close()
 		return nil, fmt.Errorf("write protocol byte to %s: %w", address, err)
 	}
-	return m.track(conn), nil
+	return conn, nil
 }
 
 // raftLayer is the raft.StreamLayer over the mux.

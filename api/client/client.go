@@ -6,6 +6,8 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -50,9 +52,94 @@ const EnvToken = "TOKEND_TOKEN"
 // Call it before the client is used.
 func (c *Client) SetToken(secret string) { c.token = strings.TrimSpace(secret) }
 
+// Environment variables FromEnv reads for TLS.
+const (
+	EnvCACert     = "TOKEND_CACERT"
+	EnvClientCert = "TOKEND_CLIENT_CERT"
+	EnvClientKey  = "TOKEND_CLIENT_KEY"
+)
+
+// TLS is how the client checks an https:// agent and proves itself to it.
+// Agents started with TLS require a client certificate signed by their CA
+// on the TCP API (`tokend tls cert create --client` makes one).
+type TLS struct {
+	// CAFile is a PEM file of the CA that signed the agent's certificate;
+	// empty trusts the system's roots.
+	CAFile string
+	// CertFile and KeyFile are the client's PEM certificate and key; both
+	// or neither.
+	CertFile string
+	KeyFile  string
+	// ServerName is the name checked in the agent's certificate; empty
+	// means the host of the address.
+	ServerName string
+}
+
+// Set reports whether any TLS setting is given.
+func (t TLS) Set() bool { return t != TLS{} }
+
+// EnvTLS returns the TLS settings in TOKEND_CACERT, TOKEND_CLIENT_CERT and
+// TOKEND_CLIENT_KEY.
+func EnvTLS() TLS {
+	return TLS{CAFile: os.Getenv(EnvCACert), CertFile: os.Getenv(EnvClientCert), KeyFile: os.Getenv(EnvClientKey)}
+}
+
+// Config builds the tls.Config the client uses; its errors name the file at
+// fault.
+func (t TLS) Config() (*tls.Config, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: t.ServerName}
+	if t.CAFile != "" {
+		pem, err := os.ReadFile(t.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("CA file: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("CA file %s holds no PEM certificate", t.CAFile)
+		}
+	}
+	switch {
+	case t.CertFile != "" && t.KeyFile != "":
+		cert, err := tls.LoadX509KeyPair(t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate %s and key %s: %w", t.CertFile, t.KeyFile, err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	case t.CertFile != "":
+		return nil, fmt.Errorf("client certificate %s is given without its key", t.CertFile)
+	case t.KeyFile != "":
+		return nil, fmt.Errorf("client key %s is given without its certificate", t.KeyFile)
+	}
+	return cfg, nil
+}
+
+// Option adjusts a client New makes.
+type Option func(*options)
+
+type options struct{ tls TLS }
+
+// WithTLS sets how the client talks to an https:// agent. With it, a bare
+// host:port address means https.
+func WithTLS(t TLS) Option { return func(o *options) { o.tls = t } }
+
+// DefaultAddress is DefaultAddr, over https when TLS settings are given.
+func DefaultAddress(t TLS) string {
+	if t.Set() {
+		return "https://" + strings.TrimPrefix(DefaultAddr, "http://")
+	}
+	return DefaultAddr
+}
+
 // New returns a client for the agent at addr: unix:///abs/path/to.sock,
-// http://host:port, https://host:port, or a bare host:port meaning http.
-func New(addr string) (*Client, error) {
+// http://host:port, https://host:port, or a bare host:port meaning http
+// (https when WithTLS gives TLS settings). TLS settings never apply to the
+// unix socket, which is plain HTTP, and are refused with an http://
+// address, where they would protect nothing.
+func New(addr string, opts ...Option) (*Client, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	addr = strings.TrimSpace(addr)
 	if addr == "" {
 		return nil, errors.New("address is empty: use unix:///path/to.sock or http://host:port")
@@ -82,6 +169,9 @@ func New(addr string) (*Client, error) {
 			return nil, fmt.Errorf("address %q is not host:port, http(s)://host:port or unix:///path", addr)
 		}
 		raw = "http://" + addr
+		if o.tls.Set() {
+			raw = "https://" + addr
+		}
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -94,25 +184,35 @@ func New(addr string) (*Client, error) {
 		return nil, fmt.Errorf("address %q has no host", addr)
 	case u.User != nil || u.RawQuery != "" || u.Fragment != "":
 		return nil, fmt.Errorf("address %q: only scheme, host, port and a path prefix are allowed", addr)
+	case u.Scheme == "http" && o.tls.Set():
+		return nil, fmt.Errorf("address %q is plain HTTP, but a CA or client certificate is given: use https://", addr)
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if u.Scheme == "https" && o.tls.Set() {
+		cfg, err := o.tls.Config()
+		if err != nil {
+			return nil, err
+		}
+		tr.TLSClientConfig = cfg
 	}
 	return &Client{
 		addr: addr,
 		base: u.Scheme + "://" + u.Host + strings.TrimSuffix(u.EscapedPath(), "/"),
-		hc: &http.Client{
-			Transport:     http.DefaultTransport.(*http.Transport).Clone(),
-			CheckRedirect: noRedirect,
-		},
+		hc:   &http.Client{Transport: tr, CheckRedirect: noRedirect},
 	}, nil
 }
 
 // FromEnv returns a client for the agent named by TOKEND_ADDR, or
-// DefaultAddr when it is unset.
+// DefaultAddress when it is unset, with the ACL token in TOKEND_TOKEN and
+// the TLS settings in TOKEND_CACERT, TOKEND_CLIENT_CERT and
+// TOKEND_CLIENT_KEY.
 func FromEnv() (*Client, error) {
+	t := EnvTLS()
 	addr := os.Getenv(EnvAddr)
 	if addr == "" {
-		addr = DefaultAddr
+		addr = DefaultAddress(t)
 	}
-	c, err := New(addr)
+	c, err := New(addr, WithTLS(t))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", EnvAddr, err)
 	}

@@ -51,6 +51,9 @@ func TestNewAddresses(t *testing.T) {
 
 func TestFromEnv(t *testing.T) {
 	t.Setenv(EnvAddr, "")
+	for _, v := range []string{EnvCACert, EnvClientCert, EnvClientKey} {
+		t.Setenv(v, "")
+	}
 	c, err := FromEnv()
 	if err != nil || c.Addr() != DefaultAddr {
 		t.Fatalf("FromEnv() without %s = %v, %v; want %s", EnvAddr, c, err, DefaultAddr)

@@ -323,6 +323,39 @@ func (c *Client) KeyringRemove(ctx context.Context, id string) (api.KeyringChang
 	return out, err
 }
 
+// GossipKeyring lists every agent's gossip key ids.
+func (c *Client) GossipKeyring(ctx context.Context) (api.GossipKeyring, error) {
+	var out api.GossipKeyring
+	_, err := c.do(ctx, http.MethodGet, "/v1/operator/gossip-keyring", nil, nil, &out)
+	return out, err
+}
+
+// GossipKeyringInstall installs a base64 gossip key on every agent.
+func (c *Client) GossipKeyringInstall(ctx context.Context, key string) (api.GossipKeyringChange, error) {
+	var out api.GossipKeyringChange
+	_, err := c.do(ctx, http.MethodPost, "/v1/operator/gossip-keyring", nil, api.KeyringInstallRequest{Key: key}, &out)
+	return out, err
+}
+
+// GossipKeyringUse makes every agent encrypt gossip with key id; with
+// force, agents that are failed in gossip are passed over.
+func (c *Client) GossipKeyringUse(ctx context.Context, id string, force bool) (api.GossipKeyringChange, error) {
+	var out api.GossipKeyringChange
+	var q url.Values
+	if force {
+		q = url.Values{"force": {"true"}}
+	}
+	_, err := c.do(ctx, http.MethodPost, "/v1/operator/gossip-keyring/"+url.PathEscape(id)+"/use", q, nil, &out)
+	return out, err
+}
+
+// GossipKeyringRemove removes gossip key id from every agent.
+func (c *Client) GossipKeyringRemove(ctx context.Context, id string) (api.GossipKeyringChange, error) {
+	var out api.GossipKeyringChange
+	_, err := c.do(ctx, http.MethodDelete, "/v1/operator/gossip-keyring/"+url.PathEscape(id), nil, nil, &out)
+	return out, err
+}
+
 // ACLBootstrap creates the management token, once per cluster, and returns
 // its secret.
 func (c *Client) ACLBootstrap(ctx context.Context) (api.ACLTokenSecret, error) {

@@ -18,10 +18,11 @@ import (
 
 func newAgentCmd() *cobra.Command {
 	var (
-		cfg         agent.Config
-		logLevel    string
-		logJSON     bool
-		configFiles []string
+		cfg                  agent.Config
+		logLevel             string
+		logJSON              bool
+		configFiles          []string
+		tlsVerifyIncomingAPI bool
 	)
 	cmd := &cobra.Command{
 		Use:   "agent",
@@ -40,6 +41,7 @@ memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketP
 			if cfg.Dev && !cmd.Flags().Changed("acl") {
 				cfg.ACL = false
 			}
+			cfg.TLSAPIClientCertOptional = !tlsVerifyIncomingAPI
 			cfg.Logger = hclog.New(&hclog.LoggerOptions{
 				Name:       "tokend",
 				Level:      level,
@@ -71,6 +73,11 @@ memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketP
 	f.IntVar(&cfg.ReportBurst, "report-burst", api.DefaultReportBurst, "reports a caller may send at once")
 	f.StringVar(&cfg.AlertWebhook, "alert-webhook", "", "URL that receives alerts as Alertmanager JSON (POST)")
 	f.DurationVar(&cfg.AlertRepeat, "alert-repeat", time.Hour, "how often a firing alert is sent again")
+	f.StringVar(&cfg.TLSCAFile, "tls-ca-file", "", "PEM CA certificate that signs every agent's certificate; with --tls-cert-file and --tls-key-file, turns on mutual TLS between agents and HTTPS on the TCP API (tokend tls ca create)")
+	f.StringVar(&cfg.TLSCertFile, "tls-cert-file", "", "PEM certificate of this agent, signed by the CA, naming "+agent.TLSServerName+" (tokend tls cert create)")
+	f.StringVar(&cfg.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file")
+	f.BoolVar(&tlsVerifyIncomingAPI, "tls-verify-incoming-api", true, "with TLS, require a client certificate signed by the CA on the TCP API (tokend tls cert create --client makes one)")
+	f.StringVar(&cfg.GossipKey, "gossip-key", "", "base64 key of 16, 24 or 32 bytes that encrypts gossip (tokend keygen); or set "+agent.EnvGossipKey+". Once saved in <data-dir>/gossip-keyring, the saved keyring wins; rotate with tokend operator gossip-keyring")
 	f.StringVar(&logLevel, "log-level", "info", "log level: trace, debug, info, warn, error")
 	f.BoolVar(&logJSON, "log-json", false, "log as JSON")
 	return cmd
@@ -78,6 +85,12 @@ memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketP
 
 func runAgent(cmd *cobra.Command, cfg agent.Config) error {
 	cfg.EncryptKey = os.Getenv(agent.EnvEncryptKey)
+	if env := os.Getenv(agent.EnvGossipKey); env != "" {
+		if cfg.GossipKey != "" {
+			return fmt.Errorf("both --gossip-key and %s are set: give the gossip key one way", agent.EnvGossipKey)
+		}
+		cfg.GossipKey = env
+	}
 	// Files the agent creates (Raft data, node id) are for its user only.
 	unix.Umask(0o077)
 	a, err := agent.New(cfg)
@@ -93,15 +106,19 @@ func runAgent(cmd *cobra.Command, cfg agent.Config) error {
 			_ = a.Shutdown(context.Background())
 			return err
 		}
+		scheme := "http"
+		if a.TLS() {
+			scheme = "https"
+		}
 		fmt.Fprintf(out, `tokend dev agent is ready. Data is kept in memory and lost when it stops.
 
-    HTTP API:    http://%s
-    unix socket: %s
+    HTTP API:    %[1]s://%[2]s
+    unix socket: %[3]s
 
-    export TOKEND_ADDR=http://%s
-    tokend pool apply pool.json     # or: curl -X PUT http://%s/v1/pools/github -d '{}'
+    export TOKEND_ADDR=%[1]s://%[2]s
+    tokend pool apply pool.json     # or: curl -X PUT %[1]s://%[2]s/v1/pools/github -d '{}'
 
-`, a.HTTPAddr(), a.SocketPath(), a.HTTPAddr(), a.HTTPAddr())
+`, scheme, a.HTTPAddr(), a.SocketPath())
 	}
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)

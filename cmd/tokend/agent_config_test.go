@@ -38,7 +38,7 @@ func agentFlags(t *testing.T, args ...string) (map[string]string, error) {
 	}
 	err = applyConfigFiles(cmd.Flags(), files)
 	got := map[string]string{}
-	for _, name := range []string{"data-dir", "join", "acl", "dev", "max-voters", "dead-server-timeout", "report-rate", "encrypt-key-file", "log-json", "region"} {
+	for _, name := range []string{"data-dir", "join", "acl", "dev", "max-voters", "dead-server-timeout", "report-rate", "encrypt-key-file", "log-json", "region", "gossip-key", "tls-ca-file", "tls-cert-file", "tls-key-file", "tls-verify-incoming-api"} {
 		got[name] = cmd.Flags().Lookup(name).Value.String()
 	}
 	return got, err
@@ -54,6 +54,13 @@ dead_server_timeout = "5m"
 report_rate         = 2.5
 log_json            = true
 acl { enabled = false }
+gossip_key          = "c2l4dGVlbiBieXRlIGtleQ=="
+tls {
+  ca_file             = "/etc/tokend/ca.pem"
+  cert_file           = "/etc/tokend/agent.pem"
+  key_file            = "/etc/tokend/agent-key.pem"
+  verify_incoming_api = false
+}
 `)
 	got, err := agentFlags(t, "--config-file", path)
 	if err != nil {
@@ -62,6 +69,8 @@ acl { enabled = false }
 	want := map[string]string{
 		"data-dir": "/var/lib/tokend", "join": "[10.0.0.2:8552,10.0.0.3:8552]", "acl": "false", "dev": "false",
 		"max-voters": "3", "dead-server-timeout": "5m0s", "report-rate": "2.5", "encrypt-key-file": "/etc/tokend/keyring", "log-json": "true",
+		"gossip-key": "c2l4dGVlbiBieXRlIGtleQ==", "tls-ca-file": "/etc/tokend/ca.pem", "tls-cert-file": "/etc/tokend/agent.pem",
+		"tls-key-file": "/etc/tokend/agent-key.pem", "tls-verify-incoming-api": "false",
 	}
 	for k, v := range want {
 		if got[k] != v {

@@ -23,6 +23,7 @@ type clientOpts struct {
 	addr  string
 	token string
 	json  bool
+	tls   client.TLS
 }
 
 // addClientCommands registers the commands that talk to an agent.
@@ -34,22 +35,39 @@ func addClientCommands(root *cobra.Command) {
 		pf.StringVar(&o.addr, "addr", "", "agent address: unix:///path, http(s)://host:port or host:port (overrides $"+client.EnvAddr+", default "+client.DefaultAddr+")")
 		pf.BoolVar(&o.json, "json", false, "print the agent's JSON answer instead of a table or text")
 		pf.StringVar(&o.token, "token", "", "ACL token secret (overrides $"+client.EnvToken+"; prefer the variable: arguments show in ps)")
+		pf.StringVar(&o.tls.CAFile, "ca-file", "", "PEM CA certificate that signed the agent's certificate, for https:// (overrides $"+client.EnvCACert+")")
+		pf.StringVar(&o.tls.CertFile, "client-cert", "", "PEM client certificate for an agent running with TLS (overrides $"+client.EnvClientCert+"; tokend tls cert create --client)")
+		pf.StringVar(&o.tls.KeyFile, "client-key", "", "PEM key of --client-cert (overrides $"+client.EnvClientKey+")")
 		root.AddCommand(cmd)
 	}
 }
 
-// client returns a client for --addr, or for TOKEND_ADDR without it.
+// client returns a client for --addr, or for TOKEND_ADDR without it; each
+// TLS flag overrides its variable.
 func (o *clientOpts) client() (*client.Client, error) {
-	c, err := client.FromEnv()
-	if o.addr != "" {
-		if c, err = client.New(o.addr); err != nil {
-			return nil, fmt.Errorf("--addr: %w", err)
+	t := client.EnvTLS()
+	for _, f := range []struct{ flag, env *string }{{&o.tls.CAFile, &t.CAFile}, {&o.tls.CertFile, &t.CertFile}, {&o.tls.KeyFile, &t.KeyFile}} {
+		if *f.flag != "" {
+			*f.env = *f.flag
 		}
-		c.SetToken(os.Getenv(client.EnvToken))
 	}
+	if t.Set() {
+		if _, err := t.Config(); err != nil {
+			return nil, err
+		}
+	}
+	addr, from := o.addr, "--addr"
+	if addr == "" {
+		addr, from = os.Getenv(client.EnvAddr), "$"+client.EnvAddr
+	}
+	if addr == "" {
+		addr, from = client.DefaultAddress(t), "default address"
+	}
+	c, err := client.New(addr, client.WithTLS(t))
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w", from, err)
 	}
+	c.SetToken(os.Getenv(client.EnvToken))
 	if o.token != "" {
 		c.SetToken(o.token)
 	}

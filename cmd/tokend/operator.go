@@ -28,7 +28,121 @@ func newOperatorCmd(o *clientOpts) *cobra.Command {
 Fetches keep working throughout: every agent holds both keys until the last
 step. Keys travel between agents over the agent RPC: run agents with mutual
 TLS.`
-	return groupCmd("operator", "Cluster operations", keyring)
+	gossip := groupCmd("gossip-keyring", "Rotate the keys that encrypt gossip",
+		newGossipListCmd(o), newGossipInstallCmd(o), newGossipUseCmd(o), newGossipRemoveCmd(o))
+	gossip.Long = `Rotate the keys that encrypt gossip between agents, online:
+
+    tokend keygen > gossip.key
+    tokend operator gossip-keyring install gossip.key   # on every agent
+    tokend operator gossip-keyring use KEY_ID           # every agent encrypts with it
+    tokend operator gossip-keyring remove OLD_ID        # from every agent
+
+Every agent keeps its gossip keys in <data-dir>/gossip-keyring, which wins over
+--gossip-key when the agent restarts. Keys are shown by id, never themselves.
+An agent started without --gossip-key does not encrypt gossip and cannot
+start while it runs: restart every agent with the same --gossip-key instead.
+Keys travel between agents over the agent RPC: run agents with mutual TLS.`
+	return groupCmd("operator", "Cluster operations", keyring, gossip)
+}
+
+func printNodeGossipKeyrings(out io.Writer, nodes []api.NodeGossipKeyring) error {
+	tw := newTable(out, "NODE", "PRIMARY", "KEYS", "SAVED", "ERROR")
+	for _, n := range nodes {
+		saved := yesNo(n.Persisted)
+		if n.Error != "" {
+			saved = "-"
+		}
+		row(tw, n.Node, n.Primary, strings.Join(n.Keys, ","), saved, n.Error)
+	}
+	return tw.Flush()
+}
+
+func newGossipListCmd(o *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "Show each agent's gossip key ids, its primary first",
+		Args:  exactArgs(),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.GossipKeyring, error) {
+				return c.GossipKeyring(ctx)
+			}, func(out io.Writer, res api.GossipKeyring) error {
+				return printNodeGossipKeyrings(out, res.Nodes)
+			})
+		},
+	}
+}
+
+func newGossipInstallCmd(o *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "install [FILE|-]",
+		Short: "Install a gossip key (from FILE, or stdin) on every agent",
+		Long: `Install a gossip key on every agent: base64 of 16, 24 or 32 bytes, as tokend
+keygen prints. The key is read from FILE, or from stdin with - or no argument,
+never from the command line (it would stay in the shell history).`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var (
+				src  io.Reader = cmd.InOrStdin()
+				from           = "stdin"
+			)
+			if len(args) == 1 && args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				src, from = f, args[0]
+			}
+			key, err := readKey(from, src)
+			if err != nil {
+				return err
+			}
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.GossipKeyringChange, error) {
+				return c.GossipKeyringInstall(ctx, key)
+			}, func(out io.Writer, res api.GossipKeyringChange) error {
+				fmt.Fprintf(out, "Installed gossip key %s on every agent.\n\n", res.KeyID)
+				return printNodeGossipKeyrings(out, res.Nodes)
+			})
+		},
+	}
+}
+
+func newGossipUseCmd(o *clientOpts) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "use KEY_ID",
+		Short: "Encrypt gossip with KEY_ID on every agent",
+		Long: `Make KEY_ID every agent's primary gossip key, which it encrypts gossip with; it
+must be installed on every agent first. --force passes over agents that are
+failed and will not come back.`,
+		Args: exactArgs("KEY_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.GossipKeyringChange, error) {
+				return c.GossipKeyringUse(ctx, args[0], force)
+			}, func(out io.Writer, res api.GossipKeyringChange) error {
+				fmt.Fprintf(out, "Every agent encrypts gossip with key %s.\n\n", res.KeyID)
+				return printNodeGossipKeyrings(out, res.Nodes)
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "pass over agents that are failed in gossip")
+	return cmd
+}
+
+func newGossipRemoveCmd(o *clientOpts) *cobra.Command {
+	return &cobra.Command{
+		Use:   "remove KEY_ID",
+		Short: "Remove gossip key KEY_ID from every agent once none encrypts with it",
+		Args:  exactArgs("KEY_ID"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return call(o, cmd, func(ctx context.Context, c *client.Client) (api.GossipKeyringChange, error) {
+				return c.GossipKeyringRemove(ctx, args[0])
+			}, func(out io.Writer, res api.GossipKeyringChange) error {
+				fmt.Fprintf(out, "Removed gossip key %s from every agent.\n\n", res.KeyID)
+				return printNodeGossipKeyrings(out, res.Nodes)
+			})
+		},
+	}
 }
 
 func newKeyringListCmd(o *clientOpts) *cobra.Command {

@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tokend/tokend/agent"
 	"github.com/tokend/tokend/api"
 	"github.com/tokend/tokend/internal/testutil"
 	"github.com/tokend/tokend/tokens"
@@ -72,4 +74,43 @@ func TestOperatorKeyring(t *testing.T) {
 		t.Fatalf("token get after the rotation printed %q", got)
 	}
 	mustFail(t, "", []string{"operator", "keyring", "use", "nothex", addr}, "8 lowercase hex")
+}
+
+// The gossip keyring commands on one agent: list, install from a file and
+// from stdin, use, remove. Nothing prints a key.
+func TestOperatorGossipKeyring(t *testing.T) {
+	oldKey, newKey := tokens.GenerateKey(), tokens.GenerateKey()
+	a := testutil.StartAgent(t, func(cfg *agent.Config) { cfg.GossipKey = oldKey })
+	addr := "--addr=http://" + a.HTTPAddr()
+	var kr api.GossipKeyring
+	if err := json.Unmarshal([]byte(mustRun(t, "", "operator", "gossip-keyring", "list", "--json", addr)), &kr); err != nil {
+		t.Fatal(err)
+	}
+	if len(kr.Nodes) != 1 || len(kr.Nodes[0].Keys) != 1 {
+		t.Fatalf("gossip-keyring list: %+v", kr)
+	}
+	oldID := kr.Nodes[0].Primary
+	out := mustRun(t, "", "operator", "gossip-keyring", "install", writeFile(t, "g.key", "# gossip\n"+newKey+"\n"), addr)
+	var newID string
+	if _, err := fmt.Sscanf(out, "Installed gossip key %s on every agent.", &newID); err != nil || newID == oldID {
+		t.Fatalf("install printed:\n%s", out)
+	}
+	newID = strings.TrimSuffix(newID, ".")
+	mustRun(t, newKey+"\n", "operator", "gossip-keyring", "install", addr)
+	mustFail(t, "", []string{"operator", "gossip-keyring", "remove", oldID, addr}, "still the primary key")
+	out = mustRun(t, "", "operator", "gossip-keyring", "use", newID, addr)
+	if !strings.Contains(out, "encrypts gossip with key "+newID) {
+		t.Fatalf("use printed:\n%s", out)
+	}
+	mustRun(t, "", "operator", "gossip-keyring", "remove", oldID, addr)
+	out = mustRun(t, "", "operator", "gossip-keyring", "list", addr)
+	if !strings.Contains(out, "n1") || !strings.Contains(out, newID) || strings.Contains(out, oldID) {
+		t.Fatalf("list after the rotation:\n%s", out)
+	}
+	for _, k := range []string{oldKey, newKey} {
+		if strings.Contains(out, k) {
+			t.Fatal("list printed a key")
+		}
+	}
+	mustFail(t, "", []string{"operator", "gossip-keyring", "use", "nothex", addr}, "8 lowercase hex")
 }

@@ -16,7 +16,7 @@ http://host:port, default http://127.0.0.1:8550).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newAgentCmd(), newKeygenCmd())
+	root.AddCommand(newAgentCmd(), newKeygenCmd(), newTLSCmd())
 	addClientCommands(root)
 	return root
 }

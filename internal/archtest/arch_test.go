@@ -3,7 +3,8 @@
 // fsm → tokens, cluster → tokens (error sentinels), tokens → standard
 // library only. The CLI also uses tokens' validation rules directly, so that
 // it rejects bad input before it reaches an agent, and reads HCL pool files
-// with hashicorp/hcl (and its value library, go-cty).
+// with hashicorp/hcl (and its value library, go-cty). internal/certgen,
+// standard library only, makes certificates for `tokend tls` and the tests.
 package archtest
 
 import (
@@ -31,8 +32,9 @@ var allowed = map[string][]string{
 	"tokens/provider/exec":   {"tokens"},
 	"tokens/provider/http":   {"tokens"},
 	"tokens/provider/oauth2": {"tokens", "golang.org/x/oauth2"},
-	"cmd/tokend":             {"agent", "api", "api/client", "tokens", "github.com/hashicorp/go-hclog", "github.com/hashicorp/hcl/v2", "github.com/spf13/cobra", "github.com/spf13/pflag", "github.com/zclconf/go-cty", "golang.org/x/sys/unix"},
-	"internal/testutil":      {"agent", "api", "cluster", "tokens", "github.com/hashicorp/go-hclog"},
+	"cmd/tokend":             {"agent", "api", "api/client", "tokens", "internal/certgen", "github.com/hashicorp/go-hclog", "github.com/hashicorp/hcl/v2", "github.com/spf13/cobra", "github.com/spf13/pflag", "github.com/zclconf/go-cty", "golang.org/x/sys/unix"},
+	"internal/testutil":      {"agent", "api", "cluster", "tokens", "internal/certgen", "github.com/hashicorp/go-hclog"},
+	"internal/certgen":       {},
 	"internal/archtest":      {},
 	"e2e":                    {"api", "api/client", "internal/testutil"},
 }

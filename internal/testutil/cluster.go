@@ -126,6 +126,19 @@ func (c *Cluster) start(name string, cfg agent.Config) *Node {
 	return node
 }
 
+// Add starts another agent, name, that joins the cluster through the first
+// node's gossip address; mod, if not nil, adjusts its configuration first.
+// It does not wait for the agent to join: it may be one that cannot.
+func (c *Cluster) Add(name string, mod func(*agent.Config)) *Node {
+	c.t.Helper()
+	cfg := NodeConfig(c.t, name, filepath.Join(c.t.TempDir(), name), filepath.Dir(c.Nodes[0].Config.SocketPath))
+	cfg.Join = []string{c.Nodes[0].Config.GossipAddr}
+	if mod != nil {
+		mod(&cfg)
+	}
+	return c.start(name, cfg)
+}
+
 // Running returns the nodes that have not been stopped.
 func (c *Cluster) Running() []*Node {
 	c.mu.Lock()
