@@ -27,7 +27,15 @@ func TestTLSAgents(t *testing.T) {
 	https := func(n *testutil.Node) *testutil.HTTP { return testutil.TCPS(n.HTTPAddr(), cc) }
 
 	f := c.Followers()[0]
-	https(f).Must(t, "PUT", "/v1/pools/tls", api.PoolRequest{}, http.StatusOK, nil)
+	// A write may meet a leader that has just stepped down (503) on a loaded
+	// machine; a pool PUT is idempotent, so it is simply sent again.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		r, err := https(f).Do("PUT", "/v1/pools/tls", api.PoolRequest{})
+		if err != nil || r.Status != http.StatusOK {
+			return fmt.Errorf("PUT /v1/pools/tls: %d %s %v", r.Status, r.Body, err)
+		}
+		return nil
+	})
 	id := https(f).AddToken(t, "tls", "tls-token-value", 0)
 	testutil.WaitFor(t, 5*time.Second, func() error {
 		for _, n := range c.Running() {
