@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"path"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/tokend/tokend/api"
 	"github.com/tokend/tokend/cluster"
 	"github.com/tokend/tokend/internal/testutil"
+	"github.com/tokend/tokend/tokens"
 )
 
 // BenchmarkFetch measures one token fetch, end to end, from a client on the
@@ -34,7 +36,7 @@ func BenchmarkFetch(b *testing.B) {
 	for _, tc := range []struct {
 		name string
 		c    *testutil.HTTP
-	}{{"tcp", tcpClient(n)}, {"unix", unixClient(n)}} {
+	}{{"tcp", tcpClient(n)}, {"unix", unixClient(n)}, {"tcp-acl", aclBenchClient(b)}} {
 		for _, format := range []string{"json", "raw"} {
 			b.Run(tc.name+"/"+format, func(b *testing.B) {
 				path := "/v1/pools/bench/token?format=" + format
@@ -53,6 +55,42 @@ func BenchmarkFetch(b *testing.B) {
 			})
 		}
 	}
+}
+
+// aclBenchClient starts an agent with ACLs on, holding the bench pool of 10
+// tokens, and returns a TCP client whose token may read pools matching
+// "bench*", one of 8 policies of 8 rules each.
+func aclBenchClient(b *testing.B) *testutil.HTTP {
+	_, c, _ := aclBenchAgent(b)
+	return c
+}
+
+// aclBenchAgent is aclBenchClient's agent, client and token secret.
+func aclBenchAgent(b *testing.B) (*agent.Agent, *testutil.HTTP, string) {
+	a := testutil.StartAgent(b, func(cfg *agent.Config) { cfg.ACL = true })
+	var boot api.ACLTokenSecret
+	testutil.TCP(a.HTTPAddr()).Must(b, "POST", "/v1/acl/bootstrap", nil, http.StatusOK, &boot)
+	mgmt := testutil.TCP(a.HTTPAddr()).WithToken(boot.SecretID)
+	mgmt.Must(b, "PUT", "/v1/pools/bench", api.PoolRequest{}, http.StatusOK, nil)
+	for i := range 10 {
+		mgmt.AddToken(b, "bench", fmt.Sprintf("value-%d", i), i)
+	}
+	var policies []string
+	for p := range 8 {
+		var rules []tokens.PoolRule
+		for r := range 8 {
+			rules = append(rules, tokens.PoolRule{Pattern: fmt.Sprintf("team%d-svc%d-*", p, r), Capabilities: []tokens.Capability{tokens.CapRead}})
+		}
+		if p == 7 {
+			rules[7].Pattern = "bench*"
+		}
+		name := fmt.Sprintf("p%d", p)
+		mgmt.Must(b, "PUT", "/v1/acl/policies/"+name, api.ACLPolicyRequest{Pools: rules}, http.StatusOK, nil)
+		policies = append(policies, name)
+	}
+	var tok api.ACLTokenSecret
+	mgmt.Must(b, "POST", "/v1/acl/tokens", api.ACLTokenRequest{Policies: policies}, http.StatusCreated, &tok)
+	return a, testutil.TCP(a.HTTPAddr()).WithToken(tok.SecretID), tok.SecretID
 }
 
 // BenchmarkReportPropagation measures how long a token reported
@@ -146,10 +184,18 @@ func BenchmarkFetchHandler(b *testing.B) {
 	for i := range 10 {
 		h.AddToken(b, "bench", fmt.Sprintf("value-%d", i), i)
 	}
-	handler := a.Handler()
-	for _, format := range []string{"json", "raw"} {
-		b.Run(format, func(b *testing.B) {
+	aclAgent, _, secret := aclBenchAgent(b)
+	for _, tc := range []struct {
+		name    string
+		handler http.Handler
+		secret  string
+	}{{"json", a.Handler(), ""}, {"raw", a.Handler(), ""}, {"acl/json", aclAgent.Handler(), secret}, {"acl/raw", aclAgent.Handler(), secret}} {
+		format, handler := path.Base(tc.name), tc.handler
+		b.Run(tc.name, func(b *testing.B) {
 			req := httptest.NewRequest("GET", "/v1/pools/bench/token?format="+format, nil)
+			if tc.secret != "" {
+				req.Header.Set(api.HeaderToken, tc.secret)
+			}
 			b.ReportAllocs()
 			for b.Loop() {
 				w := httptest.NewRecorder()

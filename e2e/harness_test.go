@@ -5,6 +5,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -58,20 +59,33 @@ type agentProc struct {
 	unixC   *testutil.HTTP
 }
 
+var (
+	portsMu    sync.Mutex
+	portsGiven = map[int]bool{} // never hand out a port twice
+)
+
 // freePort returns a loopback port free for both TCP and UDP (gossip uses
-// both).
+// both). It is taken below the kernel's ephemeral range (32768 and up), so
+// that the ports other tests bind with :0 meanwhile never take it before
+// the agent starts.
 func freePort(t *testing.T) int {
 	t.Helper()
-	for range 50 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 200 {
+		port := 10000 + rand.IntN(22000)
+		if portsGiven[port] {
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue
+		}
 		u, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", port))
 		l.Close()
 		if err == nil {
 			u.Close()
+			portsGiven[port] = true
 			return port
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -20,13 +21,21 @@ type aclState struct {
 	policies     map[string]*tokens.ACLPolicy
 	tokens       map[string]*tokens.ACLToken
 	byHash       map[string]*tokens.ACLToken
+	// authorizers caches each token's Authorizer, by secret hash, so a
+	// request does not merge its policies again. It belongs to these
+	// policies and tokens: every change to them starts a new cache, and
+	// states that share them share it.
+	authorizers *sync.Map
 }
 
 func (a aclState) clone() aclState {
-	return aclState{bootstrapped: a.bootstrapped, policies: maps.Clone(a.policies), tokens: maps.Clone(a.tokens), byHash: maps.Clone(a.byHash)}
+	return aclState{bootstrapped: a.bootstrapped, policies: maps.Clone(a.policies), tokens: maps.Clone(a.tokens), byHash: maps.Clone(a.byHash), authorizers: new(sync.Map)}
 }
 
 func (a *aclState) putToken(t *tokens.ACLToken) {
+	if a.authorizers == nil {
+		a.authorizers = new(sync.Map)
+	}
 	if a.tokens == nil {
 		a.tokens, a.byHash = map[string]*tokens.ACLToken{}, map[string]*tokens.ACLToken{}
 	}
@@ -78,7 +87,12 @@ func (s *State) Authorizer(secretHash string) (*tokens.Authorizer, *tokens.ACLTo
 	if !ok {
 		return nil, nil, false
 	}
-	return tokens.NewAuthorizer(t, s.ACLPolicy), t, true
+	if a, ok := s.acl.authorizers.Load(secretHash); ok {
+		return a.(*tokens.Authorizer), t, true
+	}
+	a := tokens.NewAuthorizer(t, s.ACLPolicy)
+	s.acl.authorizers.Store(secretHash, a)
+	return a, t, true
 }
 
 func aclEvent(index uint64, at time.Time, typ tokens.EventType, reason string) []tokens.Event {

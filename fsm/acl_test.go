@@ -108,3 +108,37 @@ func TestACLState(t *testing.T) {
 	h.rejectHas(ACLPolicyUpsertType, ACLPolicyUpsertRequest{Policy: tokens.ACLPolicy{Name: "empty"}, At: t0}, tokens.CodeInvalid, "grants nothing")
 	h.rejectHas(ACLPolicyUpsertType, ACLPolicyUpsertRequest{Policy: tokens.ACLPolicy{Name: "bad", Pools: []tokens.PoolRule{{Pattern: "a/b", Capabilities: []tokens.Capability{tokens.CapRead}}}}, At: t0}, tokens.CodeInvalid, "wildcards")
 }
+
+// A token's Authorizer is cached per ACL state: a changed policy or a
+// deleted token takes effect in the very next state, and states that differ
+// only in pools keep the cache.
+func TestAuthorizerFollowsACLChanges(t *testing.T) {
+	h := aclHarness(t)
+	hash := tokens.HashACLSecret(readerSecret)
+	before := h.f.State()
+	authz, _, _ := before.Authorizer(hash)
+	if !authz.Pool("app-x", tokens.CapRead) {
+		t.Fatal("reader cannot read apps-x to begin with")
+	}
+	if again, _, _ := before.Authorizer(hash); again != authz {
+		t.Fatal("the same state built the Authorizer twice")
+	}
+	h.mustApply(PoolUpsertType, poolReq("unrelated", t0))
+	if same, _, _ := h.f.State().Authorizer(hash); same != authz {
+		t.Fatal("a pool write dropped the ACL cache")
+	}
+	h.mustApply(ACLPolicyUpsertType, ACLPolicyUpsertRequest{At: t0, Policy: tokens.ACLPolicy{Name: "apps", Pools: []tokens.PoolRule{
+		{Pattern: "other-*", Capabilities: []tokens.Capability{tokens.CapRead}},
+	}}})
+	narrowed, _, ok := h.f.State().Authorizer(hash)
+	if !ok || narrowed.Pool("app-x", tokens.CapRead) || !narrowed.Pool("other-x", tokens.CapRead) {
+		t.Fatal("a narrowed policy still grants what it no longer names")
+	}
+	if old, _, _ := before.Authorizer(hash); !old.Pool("app-x", tokens.CapRead) {
+		t.Fatal("the older state changed under its readers")
+	}
+	h.mustApply(ACLTokenDeleteType, ACLNameRequest{Name: "acc_00000000000000bb", At: t0})
+	if _, _, ok := h.f.State().Authorizer(hash); ok {
+		t.Fatal("a deleted token still authorizes")
+	}
+}

@@ -6,8 +6,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"path"
-	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -165,7 +166,30 @@ type Authorizer struct {
 	all      bool
 	operator bool
 	rules    []PoolRule
+	// grants remembers, per pool, the capabilities the rules give on it, so
+	// a request matches the globs once per pool rather than every time.
+	grants     sync.Map // pool name -> capSet
+	grantsSize atomic.Int32
 }
+
+// capSet is a set of capabilities as bits.
+type capSet uint8
+
+func capBit(c Capability) capSet {
+	switch c {
+	case CapRead:
+		return 1
+	case CapReport:
+		return 2
+	case CapWrite:
+		return 4
+	}
+	return 0
+}
+
+// maxRememberedPools bounds the grants an Authorizer remembers: names in
+// requests are the caller's to choose, existing pools or not.
+const maxRememberedPools = 4096
 
 // AllowAll is the authorizer of a management token, and of callers that no
 // ACL applies to.
@@ -192,12 +216,23 @@ func (a *Authorizer) Pool(pool string, c Capability) bool {
 	if a.all {
 		return true
 	}
+	if v, ok := a.grants.Load(pool); ok {
+		return v.(capSet)&capBit(c) != 0
+	}
+	var set capSet
 	for _, r := range a.rules {
-		if ok, _ := path.Match(r.Pattern, pool); ok && slices.Contains(r.Capabilities, c) {
-			return true
+		if ok, _ := path.Match(r.Pattern, pool); ok {
+			for _, rc := range r.Capabilities {
+				set |= capBit(rc)
+			}
 		}
 	}
-	return false
+	if a.grantsSize.Load() < maxRememberedPools {
+		if _, loaded := a.grants.LoadOrStore(pool, set); !loaded {
+			a.grantsSize.Add(1)
+		}
+	}
+	return set&capBit(c) != 0
 }
 
 // Operator reports whether the principal may run cluster operations.

@@ -21,6 +21,7 @@ func newAgentCmd() *cobra.Command {
 		cfg                  agent.Config
 		logLevel             string
 		logJSON              bool
+		configFiles          []string
 		tlsVerifyIncomingAPI bool
 	)
 	cmd := &cobra.Command{
@@ -30,6 +31,9 @@ func newAgentCmd() *cobra.Command {
 memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketPath + `.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyConfigFiles(cmd.Flags(), configFiles); err != nil {
+				return err
+			}
 			level := hclog.LevelFromString(logLevel)
 			if level == hclog.NoLevel {
 				return fmt.Errorf("--log-level %q is not one of trace, debug, info, warn, error", logLevel)
@@ -48,6 +52,7 @@ memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketP
 		},
 	}
 	f := cmd.Flags()
+	f.StringArrayVar(&configFiles, configFileFlag, nil, "HCL file of agent settings, keyed by flag name with _ for - (tls { ca_file = ... }, acl { enabled = true }); repeatable; flags given here win")
 	f.StringVar(&cfg.NodeName, "node", "", "node name, unique in the cluster (default: the hostname)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "directory for Raft data and the node id (required unless --dev)")
 	f.StringVar(&cfg.HTTPAddr, "http-addr", "", "host:port for the HTTP API (default "+agent.DefaultHTTPAddr+")")

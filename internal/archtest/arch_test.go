@@ -32,7 +32,7 @@ var allowed = map[string][]string{
 	"tokens/provider/exec":   {"tokens"},
 	"tokens/provider/http":   {"tokens"},
 	"tokens/provider/oauth2": {"tokens", "golang.org/x/oauth2"},
-	"cmd/tokend":             {"agent", "api", "api/client", "tokens", "internal/certgen", "github.com/hashicorp/go-hclog", "github.com/hashicorp/hcl/v2", "github.com/spf13/cobra", "github.com/zclconf/go-cty", "golang.org/x/sys/unix"},
+	"cmd/tokend":             {"agent", "api", "api/client", "tokens", "internal/certgen", "github.com/hashicorp/go-hclog", "github.com/hashicorp/hcl/v2", "github.com/spf13/cobra", "github.com/spf13/pflag", "github.com/zclconf/go-cty", "golang.org/x/sys/unix"},
 	"internal/testutil":      {"agent", "api", "cluster", "tokens", "internal/certgen", "github.com/hashicorp/go-hclog"},
 	"internal/certgen":       {},
 	"internal/archtest":      {},

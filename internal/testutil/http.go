@@ -18,6 +18,22 @@ import (
 type HTTP struct {
 	base   string
 	client *http.Client
+	// token, when set, is sent as the ACL token.
+	token string
+}
+
+// WithToken returns h sending secret as its ACL token.
+func (h *HTTP) WithToken(secret string) *HTTP {
+	cp := *h
+	cp.token = secret
+	return &cp
+}
+
+func (h *HTTP) send(req *http.Request) (*http.Response, error) {
+	if h.token != "" {
+		req.Header.Set(api.HeaderToken, h.token)
+	}
+	return h.client.Do(req)
 }
 
 // TCP returns a client for the API at addr (host:port).
@@ -69,7 +85,7 @@ func (h *HTTP) Do(method, path string, body any) (Response, error) {
 	if err != nil {
 		return Response{}, err
 	}
-	resp, err := h.client.Do(req)
+	resp, err := h.send(req)
 	if err != nil {
 		return Response{}, err
 	}
@@ -132,5 +148,9 @@ func (h *HTTP) AddToken(t TB, pool, value string, priority int) string {
 // Get sends a GET and returns the response unread, for benchmarks that
 // measure the request and nothing else; the caller closes the body.
 func (h *HTTP) Get(path string) (*http.Response, error) {
-	return h.client.Get(h.base + path)
+	req, err := http.NewRequest(http.MethodGet, h.base+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	return h.send(req)
 }
