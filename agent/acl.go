@@ -139,7 +139,7 @@ func (l *auditLog) last(limit int) []api.AuditEvent {
 func (b *backend) Audit(e api.AuditEvent) {
 	e.Node = b.a.cfg.NodeName
 	b.a.audit.add(e)
-	b.a.auditLogger.Info("audit", "principal", e.Principal, "pid", e.PID, "remote", e.Remote, "action", e.Action,
+	b.a.auditLogger.Info("request", "principal", e.Principal, "pid", e.PID, "remote", e.Remote, "action", e.Action,
 		"target", e.Target, "result", e.Result, "status", e.Status, "code", e.Code)
 }
 
