@@ -74,26 +74,8 @@ func nodeGossipKeyring(node string, kr cluster.GossipKeyring) api.NodeGossipKeyr
 	return n
 }
 
-type gossipCall = memberResult[api.NodeGossipKeyring]
-
-// summarizeGossip turns members' answers into the API's, and an error
-// naming the members that failed, if any did.
-func summarizeGossip(what string, calls []gossipCall) ([]api.NodeGossipKeyring, error) {
-	nodes := make([]api.NodeGossipKeyring, len(calls))
-	var failed []string
-	for i, c := range calls {
-		nodes[i] = c.result
-		nodes[i].Node = c.member.Name
-		if c.err != nil {
-			nodes[i].Error = tokens.AsError(c.err).Message
-			failed = append(failed, c.member.Name+": "+nodes[i].Error)
-		}
-	}
-	if len(failed) > 0 {
-		return nodes, tokens.Errorf(tokens.CodeUnavailable, "%s on %d of %d agents; failed on %s. Retry once they are back, or remove the ones that are gone",
-			what, len(calls)-len(failed), len(calls), strings.Join(failed, "; "))
-	}
-	return nodes, nil
+func labelGossipKeyring(r *api.NodeGossipKeyring, node, errMsg string) {
+	r.Node, r.Error = node, errMsg
 }
 
 // gossipOn fails, as this agent's keyring does, when this agent does not
@@ -111,7 +93,7 @@ func (b *backend) GossipKeyring(ctx context.Context) (api.GossipKeyring, error) 
 	if err != nil {
 		return api.GossipKeyring{}, err
 	}
-	nodes, _ := summarizeGossip("listed", calls)
+	nodes, _ := summarize("listed", calls, labelGossipKeyring)
 	return api.GossipKeyring{Nodes: nodes}, nil
 }
 
@@ -128,7 +110,7 @@ func (b *backend) GossipKeyringInstall(ctx context.Context, key string) (api.Gos
 	if err != nil {
 		return api.GossipKeyringChange{}, err
 	}
-	nodes, err := summarizeGossip("gossip key "+id+" installed", calls)
+	nodes, err := summarize("gossip key "+id+" installed", calls, labelGossipKeyring)
 	return api.GossipKeyringChange{KeyID: id, Nodes: nodes}, err
 }
 
@@ -158,7 +140,7 @@ func (b *backend) GossipKeyringUse(ctx context.Context, id string, force bool) (
 	if err != nil {
 		return api.GossipKeyringChange{}, err
 	}
-	nodes, err := summarizeGossip("gossip key "+id+" in use", calls)
+	nodes, err := summarize("gossip key "+id+" in use", calls, labelGossipKeyring)
 	return api.GossipKeyringChange{KeyID: id, Nodes: nodes}, err
 }
 
@@ -183,6 +165,6 @@ func (b *backend) GossipKeyringRemove(ctx context.Context, id string) (api.Gossi
 	if err != nil {
 		return api.GossipKeyringChange{}, err
 	}
-	nodes, err := summarizeGossip("gossip key "+id+" removed", calls)
+	nodes, err := summarize("gossip key "+id+" removed", calls, labelGossipKeyring)
 	return api.GossipKeyringChange{KeyID: id, Nodes: nodes}, err
 }

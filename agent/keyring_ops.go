@@ -166,18 +166,20 @@ func callEach[T any](ctx context.Context, a *Agent, name string, req any) ([]mem
 	return out, nil
 }
 
-// summarize turns members' answers into the API's, and an error naming the
-// members that failed, if any did.
-func summarize(what string, calls []memberCall) ([]api.NodeKeyring, error) {
-	nodes := make([]api.NodeKeyring, len(calls))
+// summarize turns members' answers into the API's, each labelled with its
+// member's name and error, and an error naming the members that failed, if
+// any did.
+func summarize[T any](what string, calls []memberResult[T], label func(r *T, node, errMsg string)) ([]T, error) {
+	nodes := make([]T, len(calls))
 	var failed []string
 	for i, c := range calls {
 		nodes[i] = c.result
-		nodes[i].Node = c.member.Name
+		var msg string
 		if c.err != nil {
-			nodes[i].Error = tokens.AsError(c.err).Message
-			failed = append(failed, c.member.Name+": "+nodes[i].Error)
+			msg = tokens.AsError(c.err).Message
+			failed = append(failed, c.member.Name+": "+msg)
 		}
+		label(&nodes[i], c.member.Name, msg)
 	}
 	if len(failed) > 0 {
 		return nodes, tokens.Errorf(tokens.CodeUnavailable, "%s on %d of %d agents; failed on %s. Nothing is lost: retry once they are back, or remove the ones that are gone",
@@ -186,12 +188,14 @@ func summarize(what string, calls []memberCall) ([]api.NodeKeyring, error) {
 	return nodes, nil
 }
 
+func labelKeyring(r *api.NodeKeyring, node, errMsg string) { r.Node, r.Error = node, errMsg }
+
 func (b *backend) Keyring(ctx context.Context) (api.Keyring, error) {
 	calls, err := b.a.callMembers(ctx, nodeKeyringList, struct{}{})
 	if err != nil {
 		return api.Keyring{}, err
 	}
-	nodes, _ := summarize("listed", calls)
+	nodes, _ := summarize("listed", calls, labelKeyring)
 	state := b.a.fsm.State()
 	usage := map[string]int{}
 	for id, n := range state.KeyUsage() {
@@ -213,7 +217,7 @@ func (b *backend) KeyringInstall(ctx context.Context, key string) (api.KeyringCh
 	if err != nil {
 		return api.KeyringChange{}, err
 	}
-	nodes, err := summarize("key "+id+" installed", calls)
+	nodes, err := summarize("key "+id+" installed", calls, labelKeyring)
 	return api.KeyringChange{KeyID: id, Nodes: nodes}, err
 }
 
@@ -245,7 +249,7 @@ func (b *backend) KeyringUse(ctx context.Context, id string, force bool) (api.Ke
 	// it seals with until it hears from the cluster. Best effort: the
 	// cluster's choice is what counts.
 	calls, _ = b.a.callMembers(ctx, nodeKeyringPrefer, keyringIDRequest{KeyID: id})
-	nodes, err := summarize("key "+id+" made first in the key file", calls)
+	nodes, err := summarize("key "+id+" made first in the key file", calls, labelKeyring)
 	if err != nil {
 		b.a.logger.Warn("keyring: could not reorder every agent's key file", "error", err)
 	}
@@ -261,6 +265,6 @@ func (b *backend) KeyringRemove(ctx context.Context, id string) (api.KeyringChan
 	if err != nil {
 		return api.KeyringChange{}, err
 	}
-	nodes, err := summarize("key "+id+" removed", calls)
+	nodes, err := summarize("key "+id+" removed", calls, labelKeyring)
 	return api.KeyringChange{KeyID: id, Nodes: nodes}, err
 }

@@ -1,17 +1,60 @@
 package api
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 
 	"github.com/tokend/tokend/tokens"
 )
 
-func (s *server) keyringList(w http.ResponseWriter, r *http.Request) error {
+// keyring is one keyring's operations, the sealing keyring's or gossip's:
+// the agent fans each out to every member, and the API handles both alike.
+type keyring[L, C any] struct {
+	s *server
+	// name is what logs call it; keyHint says what a key to install looks
+	// like.
+	name, keyHint string
+	list          func(context.Context) (L, error)
+	install       func(context.Context, string) (C, error)
+	use           func(context.Context, string, bool) (C, error)
+	remove        func(context.Context, string) (C, error)
+	// keyID names the key a change was about; index is the change's Raft
+	// index, 0 when it was no Raft write.
+	keyID func(C) string
+	index func(C) uint64
+}
+
+func (s *server) sealingKeyring() keyring[Keyring, KeyringChange] {
+	return keyring[Keyring, KeyringChange]{
+		s: s, name: "keyring", keyHint: "a base64 key, as tokend keygen prints",
+		list: s.b.Keyring, install: s.b.KeyringInstall, use: s.b.KeyringUse, remove: s.b.KeyringRemove,
+		keyID: func(c KeyringChange) string { return c.KeyID },
+		index: func(c KeyringChange) uint64 { return c.Index },
+	}
+}
+
+func (s *server) gossipKeyring() keyring[GossipKeyring, GossipKeyringChange] {
+	return keyring[GossipKeyring, GossipKeyringChange]{
+		s: s, name: "gossip keyring", keyHint: "a base64 key of 16, 24 or 32 bytes, as tokend keygen prints",
+		list: s.b.GossipKeyring, install: s.b.GossipKeyringInstall, use: s.b.GossipKeyringUse, remove: s.b.GossipKeyringRemove,
+		keyID: func(c GossipKeyringChange) string { return c.KeyID },
+		index: func(GossipKeyringChange) uint64 { return 0 },
+	}
+}
+
+// keyringRoutes are a keyring's handlers.
+type keyringRoutes struct{ list, install, use, remove handlerFunc }
+
+func (k keyring[L, C]) routes() keyringRoutes {
+	return keyringRoutes{list: k.listKeys, install: k.installKey, use: k.useKey, remove: k.removeKey}
+}
+
+func (k keyring[L, C]) listKeys(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r); err != nil {
 		return err
 	}
-	kr, err := s.b.Keyring(r.Context())
+	kr, err := k.list(r.Context())
 	if err != nil {
 		return err
 	}
@@ -19,7 +62,7 @@ func (s *server) keyringList(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *server) keyringInstall(w http.ResponseWriter, r *http.Request) error {
+func (k keyring[L, C]) installKey(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r); err != nil {
 		return err
 	}
@@ -28,18 +71,13 @@ func (s *server) keyringInstall(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if req.Key == "" {
-		return badRequest(`field "key" is required: a base64 key, as tokend keygen prints`)
+		return badRequest(`field "key" is required: ` + k.keyHint)
 	}
-	res, err := s.b.KeyringInstall(r.Context(), req.Key)
-	if err != nil {
-		return err
-	}
-	s.logger.Info("keyring: key installed on every agent", "key", res.KeyID)
-	writeJSON(w, http.StatusOK, res)
-	return nil
+	res, err := k.install(r.Context(), req.Key)
+	return k.answer(w, res, err, "key installed on every agent")
 }
 
-func (s *server) keyringUse(w http.ResponseWriter, r *http.Request) error {
+func (k keyring[L, C]) useKey(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathKeyID(r)
 	if err != nil {
 		return err
@@ -51,16 +89,11 @@ func (s *server) keyringUse(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	res, err := s.b.KeyringUse(r.Context(), id, force)
-	if err != nil {
-		return err
-	}
-	setIndex(w, res.Index)
-	writeJSON(w, http.StatusOK, res)
-	return nil
+	res, err := k.use(r.Context(), id, force)
+	return k.answer(w, res, err, "every agent now uses key")
 }
 
-func (s *server) keyringRemove(w http.ResponseWriter, r *http.Request) error {
+func (k keyring[L, C]) removeKey(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathKeyID(r)
 	if err != nil {
 		return err
@@ -68,81 +101,20 @@ func (s *server) keyringRemove(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r); err != nil {
 		return err
 	}
-	res, err := s.b.KeyringRemove(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	s.logger.Info("keyring: key removed from every agent", "key", res.KeyID)
-	writeJSON(w, http.StatusOK, res)
-	return nil
+	res, err := k.remove(r.Context(), id)
+	return k.answer(w, res, err, "key removed from every agent")
 }
 
-func (s *server) gossipKeyringList(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r); err != nil {
-		return err
-	}
-	kr, err := s.b.GossipKeyring(r.Context())
+// answer writes a change, with its Raft index if it was a Raft write, and
+// logs it by key id, never key.
+func (k keyring[L, C]) answer(w http.ResponseWriter, res C, err error, what string) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, kr)
-	return nil
-}
-
-func (s *server) gossipKeyringInstall(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r); err != nil {
-		return err
+	k.s.logger.Info(k.name+": "+what, "key", k.keyID(res))
+	if index := k.index(res); index > 0 {
+		setIndex(w, index)
 	}
-	var req KeyringInstallRequest
-	if err := decodeBody(w, r, &req); err != nil {
-		return err
-	}
-	if req.Key == "" {
-		return badRequest(`field "key" is required: a base64 key of 16, 24 or 32 bytes, as tokend keygen prints`)
-	}
-	res, err := s.b.GossipKeyringInstall(r.Context(), req.Key)
-	if err != nil {
-		return err
-	}
-	s.logger.Info("gossip keyring: key installed on every agent", "key", res.KeyID)
-	writeJSON(w, http.StatusOK, res)
-	return nil
-}
-
-func (s *server) gossipKeyringUse(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathKeyID(r)
-	if err != nil {
-		return err
-	}
-	if err := onlyParams(r, "force"); err != nil {
-		return err
-	}
-	force, err := boolParam(r, "force")
-	if err != nil {
-		return err
-	}
-	res, err := s.b.GossipKeyringUse(r.Context(), id, force)
-	if err != nil {
-		return err
-	}
-	s.logger.Info("gossip keyring: every agent encrypts gossip with key", "key", res.KeyID)
-	writeJSON(w, http.StatusOK, res)
-	return nil
-}
-
-func (s *server) gossipKeyringRemove(w http.ResponseWriter, r *http.Request) error {
-	id, err := pathKeyID(r)
-	if err != nil {
-		return err
-	}
-	if err := onlyParams(r); err != nil {
-		return err
-	}
-	res, err := s.b.GossipKeyringRemove(r.Context(), id)
-	if err != nil {
-		return err
-	}
-	s.logger.Info("gossip keyring: key removed from every agent", "key", res.KeyID)
 	writeJSON(w, http.StatusOK, res)
 	return nil
 }

@@ -78,12 +78,11 @@ func NewHandler(b Backend, logger hclog.Logger, opts Options) http.Handler {
 	route("/v1/status/leader", map[string]endpoint{"GET": read(s.leader, accessClusterRead)})
 	route("/v1/status/peers", map[string]endpoint{"GET": read(s.peers, accessClusterRead)})
 	route("/v1/members", map[string]endpoint{"GET": read(s.members, accessClusterRead)})
-	route("/v1/operator/keyring", map[string]endpoint{"GET": read(s.keyringList, accessOperator), "POST": write(s.keyringInstall, accessOperator)})
-	route("/v1/operator/keyring/{key}", map[string]endpoint{"DELETE": write(s.keyringRemove, accessOperator)})
-	route("/v1/operator/keyring/{key}/use", map[string]endpoint{"POST": write(s.keyringUse, accessOperator)})
-	route("/v1/operator/gossip-keyring", map[string]endpoint{"GET": read(s.gossipKeyringList, accessOperator), "POST": write(s.gossipKeyringInstall, accessOperator)})
-	route("/v1/operator/gossip-keyring/{key}", map[string]endpoint{"DELETE": write(s.gossipKeyringRemove, accessOperator)})
-	route("/v1/operator/gossip-keyring/{key}/use", map[string]endpoint{"POST": write(s.gossipKeyringUse, accessOperator)})
+	for path, k := range map[string]keyringRoutes{"/v1/operator/keyring": s.sealingKeyring().routes(), "/v1/operator/gossip-keyring": s.gossipKeyring().routes()} {
+		route(path, map[string]endpoint{"GET": read(k.list, accessOperator), "POST": write(k.install, accessOperator)})
+		route(path+"/{key}", map[string]endpoint{"DELETE": write(k.remove, accessOperator)})
+		route(path+"/{key}/use", map[string]endpoint{"POST": write(k.use, accessOperator)})
+	}
 	route("/v1/acl/bootstrap", map[string]endpoint{"POST": write(s.aclBootstrap, accessOpen)})
 	route("/v1/acl/policies", map[string]endpoint{"GET": read(s.aclPolicies, accessOperator)})
 	route("/v1/acl/policies/{name}", map[string]endpoint{"GET": read(s.aclPolicy, accessOperator), "PUT": write(s.aclPolicyApply, accessOperator), "DELETE": write(s.aclPolicyDelete, accessOperator)})
