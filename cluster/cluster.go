@@ -17,6 +17,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -53,6 +54,10 @@ type Cluster struct {
 	mux       *mux
 	transport *raft.NetworkTransport
 	raft      *raft.Raft
+	// logs is Raft's log store; the leader reads it to answer read
+	// indexes (readindex.go).
+	logs      raft.LogStore
+	applyGate applyGate
 	closers   []io.Closer
 	raftAddr  string
 	// stable, when on disk, also keeps the commit index (commitlog.go).
@@ -76,7 +81,11 @@ type Cluster struct {
 	nodeHandlers map[string]LeaderHandler
 
 	leaderNotify chan bool
-	shutdownCh   chan struct{}
+	// barrierTerm is the last term whose leader barrier completed on this
+	// agent; barrierDone wakes read indexes waiting for it.
+	barrierTerm atomic.Uint64
+	barrierDone *notifier
+	shutdownCh  chan struct{}
 	// ctx ends at shutdown; background RPCs use it.
 	ctx          context.Context
 	cancel       context.CancelFunc
@@ -98,8 +107,10 @@ func New(cfg Config, sm StateMachine) (*Cluster, error) {
 		members:      newMemberTable(),
 		reconcileCh:  make(chan struct{}, 1),
 		leaderNotify: make(chan bool, 10),
+		barrierDone:  newNotifier(),
 		shutdownCh:   make(chan struct{}),
 	}
+	c.HandleLeader(leaderReadIndex, c.serveReadIndex)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.setupRaft(); err != nil {
 		c.cancel()
@@ -197,7 +208,8 @@ func (c *Cluster) setupRaft() error {
 		}
 		conf.NoSnapshotRestoreOnStart = true
 	}
-	r, err := raft.NewRaft(conf, &raftFSM{sm: c.sm, applied: c.applied}, logs, stable, snaps, c.transport)
+	c.logs = logs
+	r, err := raft.NewRaft(conf, &raftFSM{sm: c.sm, applied: c.applied, gate: &c.applyGate, shutdownCh: c.shutdownCh}, logs, stable, snaps, c.transport)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -408,9 +420,13 @@ func translateRaftError(err error) error {
 type raftFSM struct {
 	sm      StateMachine
 	applied *notifier
+	// gate holds Apply back while a test blocks it (faults.go).
+	gate       *applyGate
+	shutdownCh <-chan struct{}
 }
 
 func (f *raftFSM) Apply(l *raft.Log) any {
+	f.gate.pass(f.shutdownCh)
 	// Entries at or below the applied index were replayed from disk at
 	// startup (commitlog.go); Raft sends them again once a leader is back.
 	if l.Type != raft.LogCommand || l.Index <= f.sm.AppliedIndex() {
