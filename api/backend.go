@@ -19,6 +19,11 @@ type Backend interface {
 	View() View
 	// Freshness says how current the local state is.
 	Freshness() Freshness
+	// ConsistentRead waits until this agent has applied everything the
+	// cluster had committed when it was called, as the leader confirms
+	// with a quorum round (Raft's ReadIndex), and returns when the leader
+	// confirmed. It fails within a bounded wait when no leader can.
+	ConsistentRead(ctx context.Context) (confirmed time.Time, err error)
 
 	ApplyPool(ctx context.Context, p tokens.Pool) (uint64, error)
 	DeletePool(ctx context.Context, name string, force bool) (uint64, error)
