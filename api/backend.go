@@ -1,7 +1,9 @@
 // Package api serves tokend's HTTP API. The same handler serves the TCP
 // listener and the unix socket. Reads are answered from the agent's local
-// state and never wait for Raft; writes go through the Backend, which commits
-// them (forwarding to the leader when needed) before the handler answers.
+// state and never wait for Raft, unless the client asks for a consistent
+// read (?consistent), which first waits for the leader's read index; writes
+// go through the Backend, which commits them (forwarding to the leader when
+// needed) before the handler answers.
 package api
 
 import (

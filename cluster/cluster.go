@@ -1,7 +1,8 @@
 // Package cluster owns everything between agents: Raft (transport, log and
 // stable store, snapshots), memberlist gossip, bootstrapping, the leader's
-// reconciliation of gossip membership into the Raft configuration, and
-// forwarding writes to the leader.
+// reconciliation of gossip membership into the Raft configuration,
+// forwarding writes to the leader, and read indexes for consistent reads
+// (readindex.go).
 //
 // It knows nothing about tokens: it replicates opaque entries into a
 // StateMachine.
