@@ -215,16 +215,29 @@ func TestConsistentReadWithoutQuorumFailsInTime(t *testing.T) {
 	}
 }
 
-// A leader cut off from the majority cannot confirm a read: the quorum
-// round fails, it steps down, and every consistent read it is asked for
-// fails, while the majority elects a leader and commits writes it never
-// sees. Once healed it serves them. Raft runs slower here so that the old
-// leader still believes it leads when it is asked.
-func TestConsistentReadOnAnIsolatedLeaderFails(t *testing.T) {
-	timing := FastTiming()
-	timing.RaftHeartbeat, timing.RaftElection, timing.RaftLeaderLease = 500*time.Millisecond, 500*time.Millisecond, 500*time.Millisecond
-	timing.LeaderWait = 2 * time.Second
-	tc, old := threeNodes(t, timing)
+// A leader cut off from the majority is deposed: the majority elects
+// another and commits a write, while the old leader, whose leader lease is
+// long, still believes it leads. Its quorum round (VerifyLeader) cannot
+// succeed, so it answers no read index and every consistent read on it
+// fails instead of answering from its stale state. Healed, it catches up.
+func TestConsistentReadOnADeposedLeaderFails(t *testing.T) {
+	slow := FastTiming()
+	slow.RaftHeartbeat, slow.RaftElection, slow.RaftLeaderLease = 5*time.Second, 5*time.Second, 5*time.Second
+	tc := newTestCluster(t)
+	old := tc.add(3, func(c *Config) { c.Timing = slow })
+	tc.add(3, nil)
+	tc.add(3, nil)
+	if l := tc.leader(); l != old {
+		if err := l.raft.LeadershipTransferToServer(raft.ServerID(old.cfg.NodeID), raft.ServerAddress(old.RaftAddr())).Error(); err != nil {
+			t.Fatalf("transfer leadership to %s: %v", old.cfg.NodeName, err)
+		}
+	}
+	waitFor(t, 10*time.Second, func() error {
+		if !old.IsLeader() {
+			return errors.New("the slow-lease server does not lead yet")
+		}
+		return nil
+	})
 	if _, err := old.Apply(context.Background(), entry(1)); err != nil {
 		t.Fatal(err)
 	}
@@ -232,28 +245,30 @@ func TestConsistentReadOnAnIsolatedLeaderFails(t *testing.T) {
 	rest := followersOf(tc, old)
 
 	old.Isolate(true)
-	stillLeader := old.IsLeader()
-	_, err := old.leaderReadIndex(context.Background())
-	if !errors.Is(err, tokens.ErrNoLeader) {
-		t.Fatalf("read index on the isolated leader = %v, want no_leader", err)
-	}
-	t.Logf("isolated leader (leading when asked: %v): %v", stillLeader, err)
-
 	var idx uint64
 	waitFor(t, 10*time.Second, func() error {
 		for _, n := range rest {
 			if n.IsLeader() {
+				var err error
 				idx, err = n.Apply(context.Background(), entry(100))
 				return err
 			}
 		}
 		return errors.New("no leader among the majority")
 	})
+	if !old.IsLeader() {
+		t.Fatal("the isolated leader stepped down before the majority committed: its lease is too short for this test")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := old.leaderReadIndex(ctx); !errors.Is(err, tokens.ErrNoLeader) || !strings.Contains(err.Error(), "quorum did not confirm") {
+		t.Fatalf("read index on the deposed leader = %v, want no_leader: no quorum confirmed it", err)
+	}
 	if _, _, err := old.ConsistentRead(context.Background()); !errors.Is(err, tokens.ErrNoLeader) {
-		t.Fatalf("consistent read on the isolated old leader = %v, want no_leader", err)
+		t.Fatalf("consistent read on the deposed leader = %v, want no_leader", err)
 	}
 	if old.sm.value() != 1 {
-		t.Fatalf("the isolated leader's state has value %d, want the stale 1", old.sm.value())
+		t.Fatalf("the deposed leader's state has value %d, want the stale 1", old.sm.value())
 	}
 
 	old.Isolate(false)
