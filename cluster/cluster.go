@@ -86,7 +86,10 @@ type Cluster struct {
 	// agent; barrierDone wakes read indexes waiting for it.
 	barrierTerm atomic.Uint64
 	barrierDone *notifier
-	shutdownCh  chan struct{}
+	// transfers counts the starts and ends of leadership transfers: odd
+	// while one runs. The leader answers no read index meanwhile.
+	transfers  atomic.Uint64
+	shutdownCh chan struct{}
 	// ctx ends at shutdown; background RPCs use it.
 	ctx          context.Context
 	cancel       context.CancelFunc
@@ -292,6 +295,8 @@ func (c *Cluster) Term() uint64 { return c.raft.CurrentTerm() }
 // TransferLeadership asks the leader to hand leadership to another voter
 // and step down; it stays a member.
 func (c *Cluster) TransferLeadership() error {
+	c.transfers.Add(1)
+	defer c.transfers.Add(1)
 	if err := c.raft.LeadershipTransfer().Error(); err != nil {
 		return translateRaftError(err)
 	}

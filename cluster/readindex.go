@@ -28,6 +28,15 @@ import (
 //     leader answers with the last command entry at or below its commit
 //     index, which every agent's state machine does reach.
 //
+// hashicorp/raft counts toward VerifyLeader the answer to a heartbeat or
+// append already in flight when it was called, so the confirmation can be
+// older than the read by up to a round trip. Another leader could commit
+// in that window only after winning an election within it, which takes an
+// election timeout without heartbeats, except when this leader hands
+// leadership over itself (TimeoutNow): so the leader answers no read index
+// while it transfers leadership, nor one whose quorum round overlapped a
+// transfer (transfers).
+//
 // What it costs: one RPC to the leader (none on the leader) and one quorum
 // round of heartbeats, then the wait to catch up. Without a quorum there is
 // no answer: the read fails within LeaderWait.
@@ -130,6 +139,10 @@ func (c *Cluster) leaderReadIndex(ctx context.Context) (uint64, error) {
 	case c.barrierTerm.Load() != term:
 		return 0, tokens.Errorf(tokens.CodeNoLeader, "leadership changed while the read waited")
 	}
+	transfers := c.transfers.Load()
+	if transfers%2 == 1 {
+		return 0, tokens.Errorf(tokens.CodeNoLeader, "the leader is handing leadership over")
+	}
 	commit := c.raft.CommitIndex()
 	if err := awaitFuture(ctx, c.raft.VerifyLeader()); err != nil {
 		if ctx.Err() != nil {
@@ -139,7 +152,7 @@ func (c *Cluster) leaderReadIndex(ctx context.Context) (uint64, error) {
 	}
 	// The term is the same after the quorum round as before it: this agent
 	// led the whole time, in a term whose barrier had committed.
-	if c.raft.CurrentTerm() != term {
+	if c.raft.CurrentTerm() != term || c.transfers.Load() != transfers {
 		return 0, tokens.Errorf(tokens.CodeNoLeader, "leadership changed while the read was confirmed")
 	}
 	return c.lastCommandAtOrBelow(commit)

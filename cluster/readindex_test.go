@@ -276,3 +276,20 @@ func TestConsistentReadOnADeposedLeaderFails(t *testing.T) {
 		t.Fatalf("healed old leader: read index %d, value %d; want >= %d and 101", got, old.sm.value(), idx)
 	}
 }
+
+// While the leader hands leadership over, another server may win an
+// election at once (TimeoutNow) and commit before this leader's quorum
+// round is answered: it answers no read index meanwhile, nor one whose
+// quorum round overlapped a transfer.
+func TestReadIndexRefusedDuringALeadershipTransfer(t *testing.T) {
+	_, l := threeNodes(t, Timing{})
+	consistentRead(t, l)
+	l.transfers.Add(1)
+	if _, err := l.leaderReadIndex(context.Background()); !errors.Is(err, tokens.ErrNoLeader) || !strings.Contains(err.Error(), "handing leadership over") {
+		t.Fatalf("read index during a transfer = %v, want a refusal", err)
+	}
+	l.transfers.Add(1)
+	if _, err := l.leaderReadIndex(context.Background()); err != nil {
+		t.Fatalf("read index after the transfer ended, still leading = %v", err)
+	}
+}
