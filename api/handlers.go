@@ -321,9 +321,9 @@ func (s *server) selectToken(w http.ResponseWriter, r *http.Request, name string
 		var te *tokens.Error
 		if err == nil || !errors.As(err, &te) || te.Code != tokens.CodeAllCoolingDown || te.RetryAt.After(deadline) {
 			if consistent {
-				s.setConsistentFreshness(w, confirmed)
+				s.setConsistentFreshness(w, fresh, confirmed)
 			} else {
-				s.setFreshness(w)
+				s.setFreshnessFrom(w, fresh)
 			}
 			return t, raw, view, err
 		}
@@ -495,7 +495,7 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	if consistent {
-		s.setConsistentFreshness(w, confirmed)
+		s.setConsistentFreshness(w, s.b.Freshness(), confirmed)
 	} else {
 		s.setFreshness(w)
 	}

@@ -438,8 +438,13 @@ var (
 	headerConsistent  = http.CanonicalHeaderKey(HeaderConsistent)
 )
 
-func (s *server) setFreshness(w http.ResponseWriter) {
-	f := s.b.Freshness()
+// setFreshness sets the freshness headers. Call it before taking the View
+// the answer is built from: the state machine publishes a state before its
+// index, so the index read first is never newer than the state served, and
+// a client may rely on "index >= N" meaning "includes entry N".
+func (s *server) setFreshness(w http.ResponseWriter) { s.setFreshnessFrom(w, s.b.Freshness()) }
+
+func (s *server) setFreshnessFrom(w http.ResponseWriter, f Freshness) {
 	h := w.Header()
 	h[headerIndex] = []string{strconv.FormatUint(f.AppliedIndex, 10)}
 	h[headerKnownLeader] = headerFalse
@@ -482,15 +487,15 @@ func (s *server) beginRead(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	s.setConsistentFreshness(w, confirmed)
+	s.setConsistentFreshness(w, s.b.Freshness(), confirmed)
 	return nil
 }
 
-// setConsistentFreshness sets the freshness headers of a consistent read:
-// the index this agent has applied (at least the read index), a known
-// leader, and the time since the leader confirmed the read.
-func (s *server) setConsistentFreshness(w http.ResponseWriter, confirmed time.Time) {
-	f := s.b.Freshness()
+// setConsistentFreshness sets the freshness headers of a consistent read
+// from f, read, as for setFreshness, before the View: the index this agent
+// has applied (at least the read index), a known leader, and the time since
+// the leader confirmed the read.
+func (s *server) setConsistentFreshness(w http.ResponseWriter, f Freshness, confirmed time.Time) {
 	h := w.Header()
 	h[headerIndex] = []string{strconv.FormatUint(f.AppliedIndex, 10)}
 	h[headerKnownLeader] = headerTrue
