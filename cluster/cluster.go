@@ -38,7 +38,11 @@ type StateMachine interface {
 	// Snapshot must be quick; the returned WriterTo does the I/O and may run
 	// concurrently with Apply.
 	Snapshot() (io.WriterTo, error)
-	Restore(r io.Reader) error
+	// Restore replaces the state with a snapshot's. index is the Raft
+	// index the snapshot stands for, and becomes AppliedIndex: after an
+	// operator's restore (snapshot_ops.go) that is not the index the
+	// snapshot was taken at.
+	Restore(r io.Reader, index uint64) error
 	AppliedIndex() uint64
 }
 
@@ -73,10 +77,15 @@ type Cluster struct {
 	rpcClient    *http.Client
 	handlersMu   sync.RWMutex
 	handlers     map[string]LeaderHandler
+	callOpts     map[string]CallOptions
 	nodeHandlers map[string]LeaderHandler
 
 	leaderNotify chan bool
-	shutdownCh   chan struct{}
+	// dutiesCh pauses and resumes the leader's tasks (leader.go).
+	dutiesCh chan dutiesRequest
+	// restoreMu lets one operator's restore run at a time.
+	restoreMu  sync.Mutex
+	shutdownCh chan struct{}
 	// ctx ends at shutdown; background RPCs use it.
 	ctx          context.Context
 	cancel       context.CancelFunc
@@ -98,6 +107,7 @@ func New(cfg Config, sm StateMachine) (*Cluster, error) {
 		members:      newMemberTable(),
 		reconcileCh:  make(chan struct{}, 1),
 		leaderNotify: make(chan bool, 10),
+		dutiesCh:     make(chan dutiesRequest),
 		shutdownCh:   make(chan struct{}),
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
@@ -165,7 +175,7 @@ func (c *Cluster) setupRaft() error {
 	)
 	if c.cfg.DataDir == "" {
 		store := raft.NewInmemStore()
-		logs, stable, snaps = store, store, raft.NewInmemSnapshotStore()
+		logs, stable, snaps = store, store, indexedSnapshots{raft.NewInmemSnapshotStore()}
 	} else {
 		dir := filepath.Join(c.cfg.DataDir, "raft")
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -189,9 +199,11 @@ func (c *Cluster) setupRaft() error {
 		if err != nil {
 			return fmt.Errorf("open snapshot store: %w", err)
 		}
-		if snaps, err = newPrivateSnapshots(files, dir); err != nil {
+		private, err := newPrivateSnapshots(files, dir)
+		if err != nil {
 			return fmt.Errorf("restrict snapshot files: %w", err)
 		}
+		snaps = indexedSnapshots{private}
 		if err := c.replayCommitted(logs, stable, snaps); err != nil {
 			return fmt.Errorf("restore state from the data dir: %w", err)
 		}
@@ -434,7 +446,7 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 
 func (f *raftFSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	err := f.sm.Restore(rc)
+	err := f.sm.Restore(rc, snapshotIndex(rc))
 	f.applied.notify()
 	return err
 }
