@@ -1,6 +1,10 @@
 package agent
 
-import "context"
+import (
+	"context"
+
+	"github.com/tokend/tokend/tokens"
+)
 
 // Names of leader RPCs, for tests that play another agent.
 const (
@@ -12,4 +16,17 @@ const (
 // forwarding a request would.
 func (a *Agent) CallLeader(ctx context.Context, name string, body []byte) ([]byte, error) {
 	return a.cluster.CallLeader(ctx, name, body)
+}
+
+// InstallKeyLocally adds a key to this agent's keyring only, as if only it
+// had been given the key.
+func (a *Agent) InstallKeyLocally(key string) error {
+	raw, err := tokens.ParseKey(key)
+	if err != nil {
+		return err
+	}
+	return a.keys.change(func(kr *tokens.Keyring) (*tokens.Keyring, error) {
+		next, _, err := kr.With(raw)
+		return next, err
+	})
 }

@@ -193,6 +193,11 @@ func TestACLEveryEndpoint(t *testing.T) {
 		}},
 		{"token self", func(*testing.T, int) row { return row{"GET", "/v1/acl/token/self", nil, "any", 200, 400} }},
 		{"audit", func(*testing.T, int) row { return row{"GET", "/v1/audit", nil, "operator", 200, 0} }},
+		{"snapshot save", func(*testing.T, int) row { return row{"GET", "/v1/snapshot", nil, "operator", 200, 0} }},
+		{"snapshot restore", func(*testing.T, int) row {
+			// Authorized, then refused: not a snapshot file.
+			return row{"PUT", "/v1/snapshot", "not a snapshot", "operator", 400, 0}
+		}},
 	}
 	lacking := map[string]string{"read": "no-read", "report": "no-report", "write": "no-write", "view": "no-view", "operator": "no-op"}
 	holding := map[string]string{"read": "read", "report": "report", "write": "write", "view": "read", "operator": "operator", "any": "elsewhere"}
