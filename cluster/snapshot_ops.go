@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -197,10 +198,25 @@ func (c *Cluster) RestoreSnapshot(ctx context.Context, after uint64, data []byte
 	if d, ok := ctx.Deadline(); ok {
 		timeout = time.Until(d)
 	}
+	deadline := time.Now().Add(timeout)
 	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: after, Size: int64(len(data))}
 	c.logger.Warn("restoring an operator's snapshot: the state of every agent is replaced", "bytes", len(data))
-	if err := c.raft.Restore(meta, bytes.NewReader(data), timeout); err != nil {
-		return 0, translateRaftError(err)
+	for {
+		err := c.raft.Restore(meta, bytes.NewReader(data), time.Until(deadline))
+		if err == nil {
+			break
+		}
+		// Raft refuses, before it changes anything, while a configuration
+		// change is uncommitted; membership changes are paused with the
+		// other leader tasks, so it commits soon.
+		if !strings.Contains(err.Error(), "wait until the configuration entry") || time.Now().After(deadline) {
+			return 0, translateRaftError(err)
+		}
+		select {
+		case <-ctx.Done():
+			return 0, translateRaftError(err)
+		case <-time.After(c.cfg.Timing.RaftHeartbeat):
+		}
 	}
 	index := c.sm.AppliedIndex()
 	c.logger.Warn("operator's snapshot restored", "index", index)
