@@ -87,10 +87,15 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		Type: "http", URL: "https://issuer.example.com/issue", Headers: map[string]string{"Authorization": "Bearer " + canary("header")},
 	}}, http.StatusOK, nil)
 	secrets := []string{canary("value-0"), canary("value-1"), canary("client-secret"), "Bearer " + canary("header")}
-	// The issuing pools fill up, so issued credentials are in the file too.
+	// The issuing pools fill up, so issued credentials are in the file
+	// too, and no rotation is open when it is saved.
 	testutil.WaitFor(t, 10*time.Second, func() error {
-		if n := len(fake.Issued()); n < 4 {
-			return fmt.Errorf("%d credentials issued", n)
+		for _, name := range []string{"oauth", "issuer"} {
+			var p api.Pool
+			h.Must(t, "GET", "/v1/pools/"+name, nil, http.StatusOK, &p)
+			if toks := listTokens(t, h, name); len(toks) != 2 || len(p.OpenRotations) > 0 {
+				return fmt.Errorf("pool %s holds %d tokens, %d rotations open", name, len(toks), len(p.OpenRotations))
+			}
 		}
 		return nil
 	})
@@ -109,7 +114,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 			}
 		}
 	}
-	if file.Info.Pools != 3 || file.Info.Tokens < 4 || file.Info.Node != followers[0].Name || file.Info.Leader != c.Leader().Name || len(file.Info.KeyIDs) != 1 {
+	if file.Info.Pools != 3 || file.Info.Tokens != 6 || file.Info.Rotations != 0 || file.Info.Node != followers[0].Name || file.Info.Leader != c.Leader().Name || len(file.Info.KeyIDs) != 1 {
 		t.Fatalf("header %+v", file.Info)
 	}
 	saved := stateOf(t, followers[0])
@@ -147,11 +152,13 @@ func TestSnapshotRoundTrip(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			var last uint64
+			tick := time.NewTicker(2 * time.Millisecond)
+			defer tick.Stop()
 			for {
 				select {
 				case <-stop:
 					return
-				default:
+				case <-tick.C:
 				}
 				idx, err := indexHeader(n)
 				if err != nil {
