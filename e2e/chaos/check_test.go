@@ -235,6 +235,15 @@ func TestNonMonotonicReads(t *testing.T) {
 		h.fetch(1, "n1", StableKey, "tok_s", 30, 31, 9)
 		faults := []Window{{Node: "n1", Kind: FaultKilled, Start: ms(6), End: ms(20)}}
 		expect(t, run(t, CheckInput{Ops: h.ops, Faults: faults}), map[string]string{CheckMonotonic: "index went back from 10 to 9"})
+		// Until restarts are fresh, a kill may be excused: noted, not failed.
+		results := run(t, CheckInput{Ops: h.ops, Faults: faults, ExcuseStaleRestarts: true})
+		expect(t, results, nil)
+		if n := results[CheckMonotonic].Notes; len(n) != 1 || !strings.Contains(n[0], "excused") {
+			t.Errorf("notes %v, want the excused regression", n)
+		}
+		// A pause is not a restart: nothing excuses it.
+		faults[0].Kind = FaultPaused
+		expect(t, run(t, CheckInput{Ops: h.ops, Faults: faults, ExcuseStaleRestarts: true}), map[string]string{CheckMonotonic: "index went back from 10 to 9"})
 	})
 	t.Run("read your write", func(t *testing.T) {
 		h := &history{}
@@ -260,6 +269,14 @@ func TestDeadTokensServed(t *testing.T) {
 		h := base().del(1, "n1", "k1", "tok_1", 20, 30, 20)
 		h.fetch(2, "n1", "k1", "tok_1", 31, 32, 0) // no index header
 		expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckDeadTokens: "after this agent acknowledged it deleted"})
+		// Even across a restart: the delete was committed and applied.
+		faults := []Window{{Node: "n1", Kind: FaultKilled, Start: ms(30), End: ms(31)}}
+		expect(t, run(t, CheckInput{Ops: h.ops, Faults: faults}), map[string]string{CheckDeadTokens: "after this agent acknowledged it deleted"})
+		results := run(t, CheckInput{Ops: h.ops, Faults: faults, ExcuseStaleRestarts: true})
+		expect(t, results, nil)
+		if n := results[CheckDeadTokens].Notes; len(n) != 1 {
+			t.Errorf("notes %v, want the excused fetch", n)
+		}
 	})
 	t.Run("failed, fetched at a later index", func(t *testing.T) {
 		h := base().op(Op{Process: 1, Node: "n3", Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(20), Return: ms(30), Outcome: OK, Status: 200, Committed: true, Index: 15})

@@ -1,7 +1,9 @@
 package chaos
 
 import (
+	"encoding/json"
 	"fmt"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -76,8 +78,9 @@ type Op struct {
 	Code string
 	// Err is the transport error, when no answer came.
 	Err string
-	// Index is the answer's X-Tokend-Index (a write's commit index, a
-	// read's applied index), or 0 when absent.
+	// Index is a write's commit index (a report's only when it committed
+	// a change), or the applied index a read's X-Tokend-Index says; 0 when
+	// unknown.
 	Index uint64
 	// Outcome is what the client knows about the operation's effect.
 	Outcome Outcome
@@ -184,4 +187,37 @@ func (h *History) Len() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return len(h.ops)
+}
+
+// Record is everything the checks look at, as saved next to a failed run's
+// artifacts: rerun the checks on it with Check(record.Input()).
+type Record struct {
+	Seed   int64
+	Ops    []Op
+	Faults []Window
+	Final  []NodeState
+}
+
+// Input returns the record as checks' input.
+func (r Record) Input() CheckInput {
+	return CheckInput{Ops: r.Ops, Faults: r.Faults, Final: r.Final}
+}
+
+// Save writes the record as JSON to path.
+func (r Record) Save(path string) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
+}
+
+// LoadRecord reads a record that Save wrote.
+func LoadRecord(path string) (Record, error) {
+	var r Record
+	b, err := os.ReadFile(path)
+	if err == nil {
+		err = json.Unmarshal(b, &r)
+	}
+	return r, err
 }

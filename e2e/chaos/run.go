@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -87,6 +88,8 @@ type Config struct {
 	// a fault; ConvergeTimeout waiting for every agent to hold the same
 	// state at the end; CheckTimeout each linearizability check.
 	ReadyTimeout, ConvergeTimeout, CheckTimeout time.Duration
+	// ExcuseStaleRestarts: see CheckInput.
+	ExcuseStaleRestarts bool
 	// ArtifactDir receives the porcupine visualization of any history
 	// that is not linearizable; empty uses a new temporary directory.
 	ArtifactDir string
@@ -114,7 +117,7 @@ func (c *Config) defaults() error {
 	}
 	def(&c.Quiet, Range{time.Second, 2 * time.Second})
 	def(&c.Hold, Range{time.Second, 3 * time.Second})
-	def(&c.WritePause, Range{20 * time.Millisecond, 80 * time.Millisecond})
+	def(&c.WritePause, Range{100 * time.Millisecond, 300 * time.Millisecond})
 	def(&c.FetchPause, Range{5 * time.Millisecond, 15 * time.Millisecond})
 	def(&c.ReadPause, Range{20 * time.Millisecond, 60 * time.Millisecond})
 	def(&c.ExpiresIn, Range{3 * time.Second, 8 * time.Second})
@@ -122,7 +125,7 @@ func (c *Config) defaults() error {
 		c.Writers = 3
 	}
 	if c.MaxWrites == 0 {
-		c.MaxWrites = 400
+		c.MaxWrites = 1000
 	}
 	if c.FetchersPerNode == 0 {
 		c.FetchersPerNode = 1
@@ -144,12 +147,16 @@ type Report struct {
 	Seed int64
 	// Faults lists the faults run, in order.
 	Faults []string
-	// Ops counts the operations by kind.
-	Ops    map[Kind]int
+	// Ops counts the operations by kind and outcome: "add:ok", "add:info".
+	Ops    map[string]int
 	Checks []CheckResult
-	// Artifacts are files written for failed checks.
-	Artifacts []string
-	Elapsed   time.Duration
+	// Artifacts are the files written: porcupine visualizations of
+	// histories that are not linearizable, and history.json (the Record)
+	// when the run failed or Config.ArtifactDir was set. ArtifactDir is
+	// their directory.
+	Artifacts   []string
+	ArtifactDir string
+	Elapsed     time.Duration
 }
 
 // OK reports whether every check passed.
@@ -176,16 +183,17 @@ func (r *Report) String() string {
 
 // Run runs the workload against the targets while the nemeses inject
 // faults, heals everything, waits for the agents to converge and checks
-// the history. An error means the run could not be carried out (or the
-// cluster did not recover from a fault within ReadyTimeout); violations
-// are in the report.
+// the history. An error means the run could not be carried out as planned
+// (a fault could not be injected or healed, or the cluster did not recover
+// within ReadyTimeout); the history is checked all the same. Violations are
+// in the report.
 func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
 	begin := time.Now()
 	c := &client{hc: cfg.HTTPClient, token: cfg.Token}
-	rep := &Report{Seed: cfg.Seed, Ops: map[Kind]int{}}
+	rep := &Report{Seed: cfg.Seed, Ops: map[string]int{}}
 	if err := Ready(ctx, c.hc, cfg.Token, cfg.Targets, cfg.ReadyTimeout); err != nil {
 		return rep, fmt.Errorf("before the run: %w", err)
 	}
@@ -195,41 +203,67 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		return rep, err
 	}
 	w.start()
-	stopped := false
-	defer func() {
-		if !stopped {
-			w.stop()
-		}
-	}()
+	err := schedule(ctx, &cfg, c, rep)
+	w.stop()
 
+	var final []NodeState
+	var cerr error
+	if err == nil {
+		final, cerr = Converge(ctx, c.hc, cfg.Token, cfg.Targets, cfg.ConvergeTimeout)
+		if cerr != nil && len(final) < len(cfg.Targets) {
+			final = nil // not every agent could be read
+		}
+	}
+	ops := h.Ops()
+	for _, op := range ops {
+		rep.Ops[string(op.Kind)+":"+string(op.Outcome)]++
+	}
+	artifacts := cfg.ArtifactDir
+	if artifacts == "" {
+		artifacts = filepath.Join(os.TempDir(), fmt.Sprintf("tokend-chaos-%d-%s", cfg.Seed, begin.Format("20060102-150405")))
+	}
+	rep.Checks, rep.Artifacts = Check(CheckInput{Ops: ops, Faults: cfg.Faults.Windows(), Final: final, ArtifactDir: artifacts, Timeout: cfg.CheckTimeout, ExcuseStaleRestarts: cfg.ExcuseStaleRestarts})
+	if cerr != nil {
+		for i := range rep.Checks {
+			if c := &rep.Checks[i]; c.Name == CheckConvergence && len(c.Violations) == 0 {
+				c.violate("agents did not converge: %v", cerr)
+			}
+		}
+	}
+	if cfg.ArtifactDir != "" || err != nil || !rep.OK() {
+		if path, err := saveRecord(artifacts, Record{Seed: cfg.Seed, Ops: ops, Faults: cfg.Faults.Windows(), Final: final}); err != nil {
+			cfg.Logf("chaos: saving the history: %v", err)
+		} else {
+			rep.Artifacts = append(rep.Artifacts, path)
+		}
+	}
+	if len(rep.Artifacts) > 0 {
+		rep.ArtifactDir = artifacts
+	}
+	rep.Elapsed = time.Since(begin)
+	return rep, err
+}
+
+// schedule runs the nemeses: each once in an order drawn from the seed, or
+// drawn at random until cfg.Duration has passed. After each heal it waits
+// until the cluster is whole again.
+func schedule(ctx context.Context, cfg *Config, c *client, rep *Report) error {
 	rng := rand.New(rand.NewPCG(uint64(cfg.Seed), 0))
-	next := func() func() (Nemesis, bool) {
-		if cfg.Duration == 0 {
-			order := rng.Perm(len(cfg.Nemeses))
-			return func() (Nemesis, bool) {
-				if len(order) == 0 {
-					return nil, false
-				}
-				n := cfg.Nemeses[order[0]]
-				order = order[1:]
-				return n, true
-			}
+	order := rng.Perm(len(cfg.Nemeses))
+	deadline := time.Now().Add(cfg.Duration)
+	for i := 0; ; i++ {
+		var n Nemesis
+		switch {
+		case cfg.Duration == 0 && i < len(order):
+			n = cfg.Nemeses[order[i]]
+		case cfg.Duration > 0 && len(cfg.Nemeses) > 0 && time.Now().Before(deadline):
+			n = cfg.Nemeses[rng.IntN(len(cfg.Nemeses))]
 		}
-		deadline := time.Now().Add(cfg.Duration)
-		return func() (Nemesis, bool) {
-			if time.Now().After(deadline) || len(cfg.Nemeses) == 0 {
-				return nil, false
-			}
-			return cfg.Nemeses[rng.IntN(len(cfg.Nemeses))], true
-		}
-	}()
-	for {
-		n, ok := next()
-		if !ok {
+		if n == nil {
 			break
 		}
 		if err := sleep(ctx, cfg.Quiet.draw(rng)); err != nil {
-			return rep, err
+			return err
 		}
 		hold := cfg.Hold
 		if hd, ok := n.(Holder); ok {
@@ -241,46 +275,23 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 		rep.Faults = append(rep.Faults, n.Name())
 		heal, err := n.Start(ctx, rng)
 		if err != nil {
-			return rep, fmt.Errorf("fault %s: %w", n.Name(), err)
+			return fmt.Errorf("fault %s: %w", n.Name(), err)
 		}
 		// Holding a fault is the fault itself, not a wait for anything.
 		serr := sleep(ctx, d)
 		if err := heal(ctx); err != nil {
-			return rep, fmt.Errorf("heal %s: %w", n.Name(), err)
+			return fmt.Errorf("heal %s: %w", n.Name(), err)
 		}
 		if serr != nil {
-			return rep, serr
+			return serr
 		}
 		if err := Ready(ctx, c.hc, cfg.Token, cfg.Targets, cfg.ReadyTimeout); err != nil {
-			return rep, fmt.Errorf("after %s: %w", n.Name(), err)
+			return fmt.Errorf("after %s: %w", n.Name(), err)
 		}
 		cfg.Logf("chaos: %s healed; cluster whole again %s after the fault began", n.Name(), time.Since(start).Round(time.Millisecond))
 	}
 	// Writes go on for one more quiet period on the healed cluster.
-	if err := sleep(ctx, cfg.Quiet.draw(rng)); err != nil {
-		return rep, err
-	}
-	w.stop()
-	stopped = true
-
-	final, cerr := Converge(ctx, c.hc, cfg.Token, cfg.Targets, cfg.ConvergeTimeout)
-	ops := h.Ops()
-	for _, op := range ops {
-		rep.Ops[op.Kind]++
-	}
-	if cerr != nil && len(final) < len(cfg.Targets) {
-		final = nil // not every agent could be read
-	}
-	rep.Checks, rep.Artifacts = Check(CheckInput{Ops: ops, Faults: cfg.Faults.Windows(), Final: final, ArtifactDir: cfg.ArtifactDir, Timeout: cfg.CheckTimeout})
-	if cerr != nil {
-		for i := range rep.Checks {
-			if c := &rep.Checks[i]; c.Name == CheckConvergence && len(c.Violations) == 0 {
-				c.violate("agents did not converge: %v", cerr)
-			}
-		}
-	}
-	rep.Elapsed = time.Since(begin)
-	return rep, nil
+	return sleep(ctx, cfg.Quiet.draw(rng))
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -393,4 +404,13 @@ func Leader(ctx context.Context, hc *http.Client, token string, targets []Target
 		return errors.New("no target says it leads")
 	})
 	return leader, err
+}
+
+// saveRecord writes rec as history.json in dir.
+func saveRecord(dir string, rec Record) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, "history.json")
+	return path, rec.Save(path)
 }

@@ -276,8 +276,11 @@ func (w *workload) report(proc int, rng *rand.Rand, ref *tokenRef) {
 		if err := a.decode(&rr); err == nil {
 			// The reporting agent stopped serving the token at once; the
 			// failure is in the replicated state only when committed.
+			// The answer's X-Tokend-Index is the commit index only when
+			// the report committed a change; otherwise it is this agent's
+			// applied index. The body's index is always the commit's.
 			p.Committed = rr.Committed
-			p.Index = max(p.Index, rr.Index)
+			p.Index = rr.Index
 			p.Outcome = Info
 			if rr.Committed {
 				p.Outcome = OK
