@@ -294,7 +294,9 @@ func (s *server) selectToken(w http.ResponseWriter, r *http.Request, name string
 		t, err := view.Select(name, q["exclude"])
 		var te *tokens.Error
 		if err == nil || !errors.As(err, &te) || te.Code != tokens.CodeAllCoolingDown || te.RetryAt.After(deadline) {
-			s.setFreshness(w)
+			// The freshness read before the view: the state applies its
+			// index after the state, so the view is at least this fresh.
+			writeFreshness(w, fresh)
 			return t, raw, view, err
 		}
 		ctx, cancel := context.WithDeadline(r.Context(), te.RetryAt)

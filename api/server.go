@@ -436,8 +436,14 @@ var (
 	headerTokenID     = http.CanonicalHeaderKey(HeaderTokenID)
 )
 
+// setFreshness sets the freshness headers of a read. Call it before taking
+// the view the answer is made from, so that the index it sends is never
+// newer than that view.
 func (s *server) setFreshness(w http.ResponseWriter) {
-	f := s.b.Freshness()
+	writeFreshness(w, s.b.Freshness())
+}
+
+func writeFreshness(w http.ResponseWriter, f Freshness) {
 	h := w.Header()
 	h[headerIndex] = []string{strconv.FormatUint(f.AppliedIndex, 10)}
 	h[headerKnownLeader] = headerFalse

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -22,8 +21,10 @@ const (
 	// envChaosDuration turns TestChaos into a soak: faults drawn at random
 	// for that long (a Go duration), with a larger write budget.
 	envChaosDuration = "TOKEND_CHAOS_DURATION"
-	// envChaosConsistent turns on consistent readers (?consistent reads).
-	envChaosConsistent = "TOKEND_CHAOS_CONSISTENT"
+	// envChaosReads turns on readers: "consistent" reads with ?consistent,
+	// "local" without (stale by design: the linearizability check must
+	// fail).
+	envChaosReads = "TOKEND_CHAOS_READS"
 	// envChaosArtifacts is where a run leaves agent logs and porcupine
 	// visualizations; without it only a failing run leaves them, in a new
 	// directory under $TMPDIR.
@@ -80,8 +81,12 @@ func TestChaos(t *testing.T) {
 	if duration > 0 {
 		cfg.MaxWrites = max(1000, int(duration/time.Second)*15)
 	}
-	if on, _ := strconv.ParseBool(os.Getenv(envChaosConsistent)); on {
-		cfg.ConsistentReaders = 2
+	switch r := os.Getenv(envChaosReads); r {
+	case "":
+	case "consistent", "local":
+		cfg.ConsistentReaders, cfg.LocalReads = 2, r == "local"
+	default:
+		t.Fatalf("%s=%q: want consistent or local", envChaosReads, r)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute+2*duration)
 	defer cancel()

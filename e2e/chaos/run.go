@@ -80,6 +80,10 @@ type Config struct {
 	// random agents, pausing ReadPause. 0 turns consistent reads off.
 	ConsistentReaders int
 	ReadPause         Range
+	// LocalReads makes the readers leave out ?consistent: local reads,
+	// stale by design, which the linearizability check must then catch
+	// under faults. For testing the checker on a real cluster.
+	LocalReads bool
 	// ExpiringFraction of the adds carry an expires_at ExpiresIn ahead.
 	ExpiringFraction float64
 	ExpiresIn        Range

@@ -340,7 +340,11 @@ func (w *workload) read(proc int, rng *rand.Rand) bool {
 	pool := Pools[rng.IntN(len(Pools))].Name
 	t := w.target(rng)
 	p := w.h.Invoke(Op{Process: proc, Node: t.Name, Kind: KindRead, Pool: pool})
-	a := w.c.do(context.Background(), "GET", t.URL+"/v1/pools/"+pool+"/tokens?consistent", nil)
+	path := "/v1/pools/" + pool + "/tokens?consistent"
+	if w.cfg.LocalReads {
+		path = "/v1/pools/" + pool + "/tokens"
+	}
+	a := w.c.do(context.Background(), "GET", t.URL+path, nil)
 	recordRead(p, a)
 	if p.Outcome == OK {
 		var infos []api.TokenInfo
