@@ -21,9 +21,9 @@ const (
 	// envChaosDuration turns TestChaos into a soak: faults drawn at random
 	// for that long (a Go duration), with a larger write budget.
 	envChaosDuration = "TOKEND_CHAOS_DURATION"
-	// envChaosReads turns on readers: "consistent" reads with ?consistent,
-	// "local" without (stale by design: the linearizability check must
-	// fail).
+	// envChaosReads chooses the readers: "consistent" (the default) reads
+	// with ?consistent, "local" without (stale by design: the
+	// linearizability check must fail), "off" reads nothing.
 	envChaosReads = "TOKEND_CHAOS_READS"
 	// envChaosArtifacts is where a run leaves agent logs and porcupine
 	// visualizations; without it only a failing run leaves them, in a new
@@ -69,24 +69,17 @@ func TestChaos(t *testing.T) {
 		// Writes are bounded so that porcupine stays fast.
 		MaxWrites:   1000,
 		ArtifactDir: os.Getenv(envChaosArtifacts),
-		// TODO(restart freshness): an agent restarted after SIGKILL
-		// restores only what it knew was committed when it last recorded
-		// the commit index (once a second, cluster/commitlog.go), so its
-		// index can go back and it can serve a token it acknowledged
-		// deleting, until a leader contacts it. Turn this off once the
-		// fix is on main.
-		ExcuseStaleRestarts: true,
-		Logf:                t.Logf,
+		Logf:        t.Logf,
 	}
 	if duration > 0 {
 		cfg.MaxWrites = max(1000, int(duration/time.Second)*15)
 	}
 	switch r := os.Getenv(envChaosReads); r {
-	case "":
-	case "consistent", "local":
+	case "off":
+	case "", "consistent", "local":
 		cfg.ConsistentReaders, cfg.LocalReads = 2, r == "local"
 	default:
-		t.Fatalf("%s=%q: want consistent or local", envChaosReads, r)
+		t.Fatalf("%s=%q: want consistent, local or off", envChaosReads, r)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute+2*duration)
 	defer cancel()

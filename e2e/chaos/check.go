@@ -193,7 +193,10 @@ func checkLinearizable(in CheckInput) (CheckResult, []string) {
 		}
 		for _, key := range keysOf[op.Pool] {
 			k := tokenKey{op.Pool, key}
-			st := parseState(op.Tokens[key])
+			st := mAbsent
+			if _, ok := op.Tokens[key]; ok {
+				st = mPresent
+			}
 			if op.Return.Before(added[k]) {
 				// Before the add was called the token cannot exist.
 				if st != mAbsent {
@@ -232,6 +235,8 @@ func checkLinearizable(in CheckInput) (CheckResult, []string) {
 	close(next)
 	wg.Wait()
 
+	checkFailures(in.Ops, &res)
+
 	var artifacts []string
 	for i, k := range keys {
 		switch verdicts[i].result {
@@ -255,6 +260,50 @@ func checkLinearizable(in CheckInput) (CheckResult, []string) {
 		}
 	}
 	return res, artifacts
+}
+
+// checkFailures checks what consistent reads say of failures, in real
+// time (see model.go): a read shows a token failed only if a report of it
+// was made before the read returned, and never shows it active once a
+// report acknowledged as committed returned before the read was made.
+func checkFailures(ops []Op, res *CheckResult) {
+	firstReport := map[tokenKey]*Op{} // the earliest call
+	committed := map[tokenKey][]*Op{} // acknowledged as committed
+	for i := range ops {
+		op := &ops[i]
+		if op.Kind != KindReport || op.Outcome == Fail {
+			continue
+		}
+		k := tokenKey{op.Pool, op.Key}
+		if f := firstReport[k]; f == nil || op.Call.Before(f.Call) {
+			firstReport[k] = op
+		}
+		if op.Outcome == OK && op.Committed {
+			committed[k] = append(committed[k], op)
+		}
+	}
+	for i := range ops {
+		r := &ops[i]
+		if r.Kind != KindRead || r.Outcome != OK {
+			continue
+		}
+		for key, st := range r.Tokens {
+			k := tokenKey{r.Pool, key}
+			switch st {
+			case StateFailed:
+				if f := firstReport[k]; f == nil || f.Call.After(r.Return) {
+					res.violate("read %s shows %s failed, but no report of it was made before the read returned", r, k)
+				}
+			case StateActive:
+				for _, c := range committed[k] {
+					if c.Return.Before(r.Call) {
+						res.violate("read %s shows %s active after its failure was acknowledged as committed by %s", r, k, c)
+						break
+					}
+				}
+			}
+		}
+	}
 }
 
 func visualize(dir string, k tokenKey, info porcupine.LinearizationInfo) (string, error) {
@@ -414,6 +463,17 @@ func checkMonotonic(in CheckInput) CheckResult {
 	return res
 }
 
+// wipedBetween reports whether node lost its data dir between from and to:
+// it is a new server since, which acknowledged nothing yet.
+func wipedBetween(windows []Window, node string, from, to time.Time) bool {
+	for _, w := range windows {
+		if w.Node == node && w.Kind == FaultWiped && w.overlaps(from, to) {
+			return true
+		}
+	}
+	return false
+}
+
 // killedBetween reports whether node's process was killed (not paused)
 // between from and to.
 func killedBetween(windows []Window, node string, from, to time.Time) bool {
@@ -462,7 +522,8 @@ func checkDeadTokens(in CheckInput) CheckResult {
 			switch {
 			case e.committed && e.op.Index != 0 && f.Index >= e.op.Index:
 				res.violate("%s returned %s, %s at index %d by %s", f, f.Key, e.why, e.op.Index, e.op)
-			case f.Node == e.op.Node && f.Call.After(e.op.Return) && (e.committed || !faultedDuring(in.Faults, f.Node, e.op.Return, f.Call)):
+			case f.Node == e.op.Node && f.Call.After(e.op.Return) && !wipedBetween(in.Faults, f.Node, e.op.Return, f.Return) &&
+				(e.committed || !faultedDuring(in.Faults, f.Node, e.op.Return, f.Call)):
 				// The acknowledging agent applied the change (or, for a
 				// report, its overlay) before it answered; an overlay
 				// not committed yet does not survive a restart.

@@ -159,11 +159,41 @@ func TestStaleConsistentReadIsNotLinearizable(t *testing.T) {
 	expect(t, results, map[string]string{CheckLinearizable: pool + "/k1 is not linearizable"})
 }
 
-func TestFailureUndoneIsNotLinearizable(t *testing.T) {
+func TestFailureUndoneIsFlagged(t *testing.T) {
 	h := &history{}
 	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
 	h.op(Op{Process: 1, Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(20), Return: ms(30), Outcome: OK, Status: 200, Committed: true, Index: 6})
+	h.read(2, 25, 28, map[string]string{"k1": StateActive}) // concurrent: fine
 	h.read(2, 40, 50, map[string]string{"k1": StateActive})
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: "active after its failure was acknowledged as committed"})
+}
+
+func TestFailureBeforeAnyReportIsFlagged(t *testing.T) {
+	h := &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.read(2, 20, 30, map[string]string{"k1": StateFailed})
+	h.op(Op{Process: 1, Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(31), Return: ms(40), Outcome: Info, Status: 202})
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: "no report of it was made before the read returned"})
+}
+
+func TestOverlayInConsistentReadsIsNotAViolation(t *testing.T) {
+	// The reporting agent (n1) shows the token failed while its report is
+	// pending; another agent's consistent read shows it active; then the
+	// failure commits.
+	h := &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.op(Op{Process: 1, Node: "n1", Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(20), Return: ms(30), Outcome: Info, Status: 202})
+	h.op(Op{Process: 2, Node: "n1", Kind: KindRead, Call: ms(31), Return: ms(32), Outcome: OK, Status: 200, Tokens: map[string]string{"k1": StateFailed}})
+	h.op(Op{Process: 3, Node: "n2", Kind: KindRead, Call: ms(33), Return: ms(34), Outcome: OK, Status: 200, Tokens: map[string]string{"k1": StateActive}})
+	h.op(Op{Process: 3, Node: "n2", Kind: KindRead, Call: ms(50), Return: ms(51), Outcome: OK, Status: 200, Tokens: map[string]string{"k1": StateFailed}})
+	expect(t, run(t, CheckInput{Ops: h.ops}), nil)
+}
+
+func TestCommittedReportOfAbsentTokenIsNotLinearizable(t *testing.T) {
+	h := &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.del(1, "n1", "k1", "tok_1", 20, 30, 6)
+	h.op(Op{Process: 1, Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(40), Return: ms(50), Outcome: OK, Status: 200, Committed: true, Index: 7})
 	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: "k1 is not linearizable"})
 }
 
@@ -277,6 +307,10 @@ func TestDeadTokensServed(t *testing.T) {
 		if n := results[CheckDeadTokens].Notes; len(n) != 1 {
 			t.Errorf("notes %v, want the excused fetch", n)
 		}
+		// An agent that lost its data dir is a new server: what the old
+		// one acknowledged binds only the index rule.
+		faults[0].Kind = FaultWiped
+		expect(t, run(t, CheckInput{Ops: h.ops, Faults: faults}), nil)
 	})
 	t.Run("failed, fetched at a later index", func(t *testing.T) {
 		h := base().op(Op{Process: 1, Node: "n3", Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(20), Return: ms(30), Outcome: OK, Status: 200, Committed: true, Index: 15})
@@ -356,20 +390,19 @@ func TestModelStep(t *testing.T) {
 		ok    bool
 		state mState
 	}{
-		{mAbsent, KindAdd, mOutput{known: true}, true, mActive},
-		{mActive, KindAdd, mOutput{known: true}, false, mActive},
-		{mActive, KindAdd, mOutput{}, true, mActive},
-		{mActive, KindDelete, mOutput{known: true}, true, mAbsent},
+		{mAbsent, KindAdd, mOutput{known: true}, true, mPresent},
+		{mPresent, KindAdd, mOutput{known: true}, false, mPresent},
+		{mPresent, KindAdd, mOutput{}, true, mPresent},
+		{mPresent, KindDelete, mOutput{known: true}, true, mAbsent},
 		{mAbsent, KindDelete, mOutput{known: true}, false, mAbsent},
 		{mAbsent, KindDelete, mOutput{known: true, notFound: true}, true, mAbsent},
-		{mFailed, KindDelete, mOutput{known: true, notFound: true}, false, mAbsent},
-		{mFailed, KindDelete, mOutput{}, true, mAbsent},
-		{mActive, KindReport, mOutput{known: true}, true, mFailed},
-		{mFailed, KindReport, mOutput{known: true}, true, mFailed},
-		{mAbsent, KindReport, mOutput{known: true}, false, mFailed},
+		{mPresent, KindDelete, mOutput{known: true, notFound: true}, false, mAbsent},
+		{mPresent, KindDelete, mOutput{}, true, mAbsent},
+		{mPresent, KindReport, mOutput{known: true}, true, mPresent},
+		{mAbsent, KindReport, mOutput{known: true}, false, mAbsent},
 		{mAbsent, KindReport, mOutput{}, true, mAbsent},
-		{mActive, KindRead, mOutput{known: true, read: mActive}, true, mActive},
-		{mActive, KindRead, mOutput{known: true, read: mFailed}, false, mActive},
+		{mPresent, KindRead, mOutput{known: true, read: mPresent}, true, mPresent},
+		{mPresent, KindRead, mOutput{known: true, read: mAbsent}, false, mPresent},
 	}
 	for _, c := range cases {
 		ok, s := step(c.from, mInput{kind: c.in}, c.out)
