@@ -137,6 +137,38 @@ func (o *Op) notFound() bool {
 	return o.Kind == KindDelete && o.Outcome == OK && o.Code == "token_not_found"
 }
 
+// span is what the writes of one token say about when its presence can
+// change, so that only the reads that can tell something go to porcupine.
+type span struct {
+	// added is the earliest call of its add: before it the token is absent.
+	added time.Time
+	// writes are the intervals of its adds and deletes that may have taken
+	// effect (an unknown one's has no end); reports change no presence.
+	writes []Op
+}
+
+// expect says what a read over [call, ret] must see when it overlaps no
+// add or delete of the token, and false when it overlaps one. Every such
+// write then took effect before the read began or after it ended, so one
+// answer is right: present once the add returned, absent again once a
+// delete removed it.
+func (sp *span) expect(call, ret time.Time) (present, ok bool) {
+	for _, w := range sp.writes {
+		unknown := w.Outcome != OK
+		if !ret.Before(w.Call) && (unknown || !call.After(w.Return)) {
+			return false, false // overlaps
+		}
+	}
+	added, deleted := false, false
+	for _, w := range sp.writes {
+		if w.Return.Before(call) {
+			added = added || w.Kind == KindAdd
+			deleted = deleted || w.deleted()
+		}
+	}
+	return added && !deleted, true
+}
+
 func checkLinearizable(in CheckInput) (CheckResult, []string) {
 	res := CheckResult{Name: CheckLinearizable}
 	if len(in.Ops) == 0 {
@@ -152,26 +184,34 @@ func checkLinearizable(in CheckInput) (CheckResult, []string) {
 
 	parts := map[tokenKey][]porcupine.Operation{}
 	writes := map[tokenKey][]Op{}
-	added := map[tokenKey]time.Time{} // earliest add call
+	spans := map[tokenKey]*span{}
 	keysOf := map[string][]string{}
 	for _, op := range in.Ops {
 		if !isWrite(op.Kind) {
 			continue
 		}
 		k := tokenKey{op.Pool, op.Key}
-		if op.Kind == KindAdd {
-			if _, ok := added[k]; !ok {
-				keysOf[op.Pool] = append(keysOf[op.Pool], op.Key)
-				added[k] = op.Call
-			}
+		sp := spans[k]
+		if sp == nil {
+			sp = &span{}
+			spans[k] = sp
 		}
-		if op.Outcome == Fail {
-			continue // certainly no effect
+		if op.Kind == KindAdd && (sp.added.IsZero() || op.Call.Before(sp.added)) {
+			if sp.added.IsZero() {
+				keysOf[op.Pool] = append(keysOf[op.Pool], op.Key)
+			}
+			sp.added = op.Call
+		}
+		if op.Outcome == Fail || (op.Kind == KindReport && op.Outcome == Info) {
+			continue // certainly no effect on presence, nor anything to check
 		}
 		out := mOutput{known: op.Outcome == OK, notFound: op.notFound()}
 		ret := ts(op.Return)
 		if !out.known {
 			ret = math.MaxInt64
+		}
+		if op.Kind != KindReport {
+			sp.writes = append(sp.writes, op)
 		}
 		parts[k] = append(parts[k], porcupine.Operation{ClientId: op.Process, Input: mInput{kind: op.Kind, op: op.ID}, Call: ts(op.Call), Output: out, Return: ret})
 		writes[k] = append(writes[k], op)
@@ -187,24 +227,31 @@ func checkLinearizable(in CheckInput) (CheckResult, []string) {
 			res.violate("read %s returned token %s, which no writer added", op.String(), id)
 		}
 		for key := range op.Tokens {
-			if _, ok := added[tokenKey{op.Pool, key}]; !ok {
+			if sp := spans[tokenKey{op.Pool, key}]; sp == nil || sp.added.IsZero() {
 				res.violate("read %s returned key %s, which no writer added", op.String(), key)
 			}
 		}
 		for _, key := range keysOf[op.Pool] {
 			k := tokenKey{op.Pool, key}
-			st := mAbsent
-			if _, ok := op.Tokens[key]; ok {
-				st = mPresent
-			}
-			if op.Return.Before(added[k]) {
-				// Before the add was called the token cannot exist.
-				if st != mAbsent {
-					res.violate("read %s saw %s as %s before its add was called", op.String(), k, st)
+			sp := spans[k]
+			_, present := op.Tokens[key]
+			if op.Return.Before(sp.added) {
+				// Before its add was called the token cannot exist.
+				if present {
+					res.violate("read %s saw %s before its add was called", op.String(), k)
 				}
 				continue
 			}
-			parts[k] = append(parts[k], porcupine.Operation{ClientId: op.Process, Input: mInput{kind: KindRead, op: op.ID}, Call: ts(op.Call), Output: mOutput{known: true, read: st}, Return: ts(op.Return)})
+			switch want, ok := sp.expect(op.Call, op.Return); {
+			case ok && present != want:
+				res.violate("read %s saw %s %s, though no add or delete of it was in flight (%s)", op.String(), k, presence(present), describeWrites(writes[k]))
+			case !ok:
+				st := mAbsent
+				if present {
+					st = mPresent
+				}
+				parts[k] = append(parts[k], porcupine.Operation{ClientId: op.Process, Input: mInput{kind: KindRead, op: op.ID}, Call: ts(op.Call), Output: mOutput{known: true, read: st}, Return: ts(op.Return)})
+			}
 		}
 	}
 	res.Checked += reads
@@ -214,18 +261,13 @@ func checkLinearizable(in CheckInput) (CheckResult, []string) {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, func(a, b tokenKey) int { return cmp.Or(strings.Compare(a.pool, b.pool), strings.Compare(a.key, b.key)) })
-	type verdict struct {
-		result porcupine.CheckResult
-		info   porcupine.LinearizationInfo
-	}
-	verdicts := make([]verdict, len(keys))
+	verdicts := make([]porcupine.CheckResult, len(keys))
 	var wg sync.WaitGroup
 	next := make(chan int)
 	for range runtime.GOMAXPROCS(0) {
 		wg.Go(func() {
 			for i := range next {
-				r, info := porcupine.CheckOperationsVerbose(tokenModel, parts[keys[i]], in.Timeout)
-				verdicts[i] = verdict{r, info}
+				verdicts[i] = porcupine.CheckOperationsTimeout(tokenModel, parts[keys[i]], in.Timeout)
 			}
 		})
 	}
@@ -239,17 +281,15 @@ func checkLinearizable(in CheckInput) (CheckResult, []string) {
 
 	var artifacts []string
 	for i, k := range keys {
-		switch verdicts[i].result {
+		switch verdicts[i] {
 		case porcupine.Unknown:
 			res.Notes = append(res.Notes, fmt.Sprintf("%s: porcupine did not decide within %s", k, in.Timeout))
 		case porcupine.Illegal:
-			var ws []string
-			for _, op := range writes[k] {
-				ws = append(ws, op.String())
-			}
-			msg := fmt.Sprintf("%s is not linearizable; its writes: %s", k, strings.Join(ws, "; "))
+			msg := fmt.Sprintf("%s is not linearizable; its writes: %s", k, describeWrites(writes[k]))
 			if len(artifacts) < 5 {
-				if path, err := visualize(in.ArtifactDir, k, verdicts[i].info); err != nil {
+				// Checked again, verbosely, for the visualization only.
+				_, info := porcupine.CheckOperationsVerbose(tokenModel, parts[k], in.Timeout)
+				if path, err := visualize(in.ArtifactDir, k, info); err != nil {
 					msg += fmt.Sprintf(" (visualization failed: %v)", err)
 				} else {
 					artifacts = append(artifacts, path)
@@ -260,6 +300,21 @@ func checkLinearizable(in CheckInput) (CheckResult, []string) {
 		}
 	}
 	return res, artifacts
+}
+
+func presence(present bool) string {
+	if present {
+		return "present"
+	}
+	return "absent"
+}
+
+func describeWrites(ops []Op) string {
+	var ws []string
+	for _, op := range ops {
+		ws = append(ws, op.String())
+	}
+	return strings.Join(ws, "; ")
 }
 
 // checkFailures checks what consistent reads say of failures, in real

@@ -51,9 +51,6 @@ type Window struct {
 	Start, End time.Time
 }
 
-// open reports whether the window has not ended yet.
-func (w Window) open() bool { return w.End.IsZero() }
-
 // overlaps reports whether [from, to] meets the window.
 func (w Window) overlaps(from, to time.Time) bool {
 	return !from.After(w.endOr(to)) && !to.Before(w.Start)

@@ -95,9 +95,6 @@ type Op struct {
 	Foreign []string
 }
 
-// ok reports whether a fetch or read was answered 200.
-func (o *Op) ok() bool { return o.Status == 200 && o.Err == "" }
-
 func (o *Op) String() string {
 	s := fmt.Sprintf("#%d p%d %s %s pool=%s", o.ID, o.Process, o.Node, o.Kind, o.Pool)
 	if o.Key != "" {
