@@ -26,13 +26,27 @@ const StableKey = "stable"
 // (priorities 0-9), so that fetches return those, and see them go.
 const stablePriority = 1000
 
-// Pools are the pools the workload writes and reads: one served by
+// poolKinds are the pools the workload writes and reads: one served by
 // priority (the lowest-numbered eligible token: fetches follow each add,
 // delete and failure closely), one round robin (every eligible token in
 // turn).
-var Pools = []struct{ Name, Selection string }{
-	{"chaos-priority", "priority"},
-	{"chaos-rr", "round_robin"},
+var poolKinds = []struct{ suffix, selection string }{
+	{"priority", "priority"},
+	{"rr", "round_robin"},
+}
+
+// PoolSpec is a pool the workload uses: its name and selection policy.
+type PoolSpec struct{ Name, Selection string }
+
+// Pools returns the pools a run with seed uses: chaos-<seed>-priority and
+// chaos-<seed>-rr, so that runs against a cluster that keeps its data do
+// not meet each other's tokens.
+func Pools(seed int64) []PoolSpec {
+	out := make([]PoolSpec, len(poolKinds))
+	for i, k := range poolKinds {
+		out[i] = PoolSpec{fmt.Sprintf("chaos-%06x-%s", uint64(seed)&0xffffff, k.suffix), k.selection}
+	}
+	return out
 }
 
 // tokenRef is a token a writer may delete or report: one whose add was
@@ -46,6 +60,7 @@ type tokenRef struct {
 // recording every operation.
 type workload struct {
 	cfg     *Config
+	pools   []PoolSpec
 	c       *client
 	h       *History
 	stopped atomic.Bool
@@ -60,7 +75,7 @@ type workload struct {
 }
 
 func newWorkload(cfg *Config, c *client, h *History) *workload {
-	w := &workload{cfg: cfg, c: c, h: h}
+	w := &workload{cfg: cfg, c: c, h: h, pools: Pools(cfg.Seed)}
 	w.writes.Store(int64(cfg.MaxWrites))
 	return w
 }
@@ -71,7 +86,7 @@ func (w *workload) process() int { return int(w.procs.Add(1)) - 1 }
 // agent serves each stable token.
 func (w *workload) setup(ctx context.Context) error {
 	setupProc := w.process()
-	for i, p := range Pools {
+	for i, p := range w.pools {
 		t := w.cfg.Targets[i%len(w.cfg.Targets)]
 		err := poll(ctx, w.cfg.ReadyTimeout, func() error {
 			a := w.c.do(ctx, "PUT", t.URL+"/v1/pools/"+p.Name, api.PoolRequest{Selection: p.Selection})
@@ -109,7 +124,7 @@ func (w *workload) setup(ctx context.Context) error {
 	}
 	return poll(ctx, w.cfg.ReadyTimeout, func() error {
 		for _, t := range w.cfg.Targets {
-			for _, p := range Pools {
+			for _, p := range w.pools {
 				var tok api.Token
 				a := w.c.do(ctx, "GET", t.URL+"/v1/pools/"+p.Name+"/token", nil)
 				if err := a.failure(http.StatusOK); err != nil {
@@ -215,7 +230,7 @@ func (w *workload) pick(rng *rand.Rand) *tokenRef {
 }
 
 func (w *workload) add(proc int, rng *rand.Rand) {
-	pool := Pools[rng.IntN(len(Pools))].Name
+	pool := w.pools[rng.IntN(len(w.pools))].Name
 	key := fmt.Sprintf("k%d", w.seq.Add(1))
 	t := w.target(rng)
 	req := api.TokenRequest{Value: w.value(key, pool), Priority: rng.IntN(10), Labels: map[string]string{LabelKey: key}}
@@ -316,7 +331,7 @@ func record(op *Op, a answer) {
 
 // fetch makes one plain fetch on t.
 func (w *workload) fetch(proc int, rng *rand.Rand, t Target) bool {
-	pool := Pools[rng.IntN(len(Pools))].Name
+	pool := w.pools[rng.IntN(len(w.pools))].Name
 	p := w.h.Invoke(Op{Process: proc, Node: t.Name, Kind: KindFetch, Pool: pool})
 	a := w.c.do(context.Background(), "GET", t.URL+"/v1/pools/"+pool+"/token", nil)
 	recordRead(p, a)
@@ -337,7 +352,7 @@ func (w *workload) fetch(proc int, rng *rand.Rand, t Target) bool {
 
 // read makes one consistent read of a pool's tokens on a random agent.
 func (w *workload) read(proc int, rng *rand.Rand) bool {
-	pool := Pools[rng.IntN(len(Pools))].Name
+	pool := w.pools[rng.IntN(len(w.pools))].Name
 	t := w.target(rng)
 	p := w.h.Invoke(Op{Process: proc, Node: t.Name, Kind: KindRead, Pool: pool})
 	path := "/v1/pools/" + pool + "/tokens?consistent"
