@@ -443,8 +443,9 @@ func checkMonotonic(in CheckInput) CheckResult {
 		node  string
 		epoch int
 	}
-	groups := map[group][]Op{}
-	for _, op := range in.Ops {
+	groups := map[group][]*Op{}
+	for i := range in.Ops {
+		op := &in.Ops[i]
 		if op.Index == 0 {
 			continue
 		}
@@ -472,9 +473,9 @@ func checkMonotonic(in CheckInput) CheckResult {
 	for g, ops := range groups {
 		res.Checked += len(ops)
 		byCall := slices.Clone(ops)
-		slices.SortFunc(byCall, func(a, b Op) int { return a.Call.Compare(b.Call) })
+		slices.SortFunc(byCall, func(a, b *Op) int { return a.Call.Compare(b.Call) })
 		byReturn := slices.Clone(ops)
-		slices.SortFunc(byReturn, func(a, b Op) int { return a.Return.Compare(b.Return) })
+		slices.SortFunc(byReturn, func(a, b *Op) int { return a.Return.Compare(b.Return) })
 		// Each answer below the highest one before it is a violation; one
 		// is listed per highest answer, with how many more followed.
 		type drop struct {
@@ -485,11 +486,10 @@ func checkMonotonic(in CheckInput) CheckResult {
 		var order []*Op
 		var highest *Op
 		j := 0
-		for i := range byCall {
-			b := &byCall[i]
+		for _, b := range byCall {
 			for j < len(byReturn) && byReturn[j].Return.Before(b.Call) {
 				if highest == nil || byReturn[j].Index > highest.Index {
-					highest = &byReturn[j]
+					highest = byReturn[j]
 				}
 				j++
 			}
