@@ -381,7 +381,19 @@ func (c *Cluster) applyLocal(ctx context.Context, entry []byte) (uint64, error) 
 		timeout = time.Until(d)
 	}
 	if err := c.sm.Check(entry); err != nil {
-		return 0, err
+		// A refusal counts only against a state that holds every entry
+		// committed so far, and a leader's may not yet: a new leader
+		// applies what its predecessors committed only once an entry of
+		// its own term commits (its barrier), and after a restart the
+		// state machine starts behind the log. Checked too early, a delete
+		// of a token whose add was acknowledged just before an election
+		// would be refused as not found, and the token would stay.
+		if err := c.awaitCommitted(ctx); err != nil {
+			return 0, err
+		}
+		if err := c.sm.Check(entry); err != nil {
+			return 0, err
+		}
 	}
 	f := c.raft.Apply(entry, timeout)
 	if err := f.Error(); err != nil {
@@ -391,6 +403,31 @@ func (c *Cluster) applyLocal(ctx context.Context, entry []byte) (uint64, error) 
 		return f.Index(), err
 	}
 	return f.Index(), nil
+}
+
+// awaitCommitted waits, on the leader, until its state machine has applied
+// every command committed so far: the barrier of its term is done, so its
+// commit index covers what earlier leaders committed, and the state machine
+// has reached the last command at or below that index.
+func (c *Cluster) awaitCommitted(ctx context.Context) error {
+	term := c.raft.CurrentTerm()
+	err := c.barrierDone.wait(ctx, func() bool {
+		return c.barrierTerm.Load() == term || c.raft.CurrentTerm() != term || !c.IsLeader()
+	})
+	switch {
+	case err != nil:
+		return tokens.Errorf(tokens.CodeUnavailable, "the new leader has not yet applied what earlier leaders committed, so it cannot check this write: %v", err)
+	case c.barrierTerm.Load() != term:
+		return errNoLeader()
+	}
+	index, err := c.lastCommandAtOrBelow(c.raft.CommitIndex())
+	if err != nil {
+		return err
+	}
+	if err := c.WaitForIndex(ctx, index); err != nil {
+		return tokens.Errorf(tokens.CodeUnavailable, "the leader has not yet applied index %d, so it cannot check this write: %v", index, err)
+	}
+	return nil
 }
 
 // WaitForIndex blocks until this agent's state machine has applied index.
