@@ -20,6 +20,8 @@ type backend struct{ a *Agent }
 
 func (b *backend) View() api.View { return b.a.reads.view() }
 
+func (b *backend) CommittedView() api.View { return b.a.reads.committedView() }
+
 func (b *backend) Freshness() api.Freshness {
 	applied, known, lc := b.a.cluster.Freshness()
 	return api.Freshness{AppliedIndex: applied, KnownLeader: known, LastContact: lc}

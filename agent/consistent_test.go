@@ -13,6 +13,7 @@ import (
 	"github.com/tokend/tokend/agent"
 	"github.com/tokend/tokend/api"
 	"github.com/tokend/tokend/internal/testutil"
+	"github.com/tokend/tokend/tokens"
 )
 
 // consistentAnswer is one read's answer: status, index, and the token ids
@@ -246,4 +247,37 @@ func TestConsistentReadOnADeposedLeader(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A consistent read answers the replicated state alone: the reporting
+// agent's overlay of a report the cluster has not taken (report_quorum 2)
+// shows in its plain reads and steers its fetches, consistent or not, but
+// is no part of a consistent token list.
+func TestConsistentReadLeavesOutTheLocalOverlay(t *testing.T) {
+	c := testutil.NewCluster(t, 3)
+	ids := healthPool(t, c, "p", &tokens.HealthPolicy{ReportQuorum: 2}, 2)
+	n := c.Running()[0]
+	if rep, status := report(t, n, "p", ids[0], api.ReportRequest{Outcome: "forbidden"}); status != http.StatusAccepted || rep.Committed {
+		t.Fatalf("report = %d %+v, want pending on the quorum", status, rep)
+	}
+	health := func(path string) string {
+		var list []api.TokenInfo
+		tcpClient(n).Must(t, "GET", path, nil, http.StatusOK, &list)
+		for _, ti := range list {
+			if ti.ID == ids[0] {
+				return ti.Health.State
+			}
+		}
+		t.Fatalf("%s: %s missing", path, ids[0])
+		return ""
+	}
+	if got := health("/v1/pools/p/tokens"); got == "healthy" {
+		t.Fatalf("plain list on the reporting agent shows %s %s, want its overlay", ids[0], got)
+	}
+	if got := health("/v1/pools/p/tokens?consistent"); got != "healthy" {
+		t.Fatalf("consistent list shows %s %s, want the replicated healthy", ids[0], got)
+	}
+	if a := readAnswer(tcpClient(n), "/v1/pools/p/token?consistent"); a.status != http.StatusOK || !a.has(ids[1]) {
+		t.Fatalf("consistent fetch on the reporting agent = %+v, want %s (the overlay still steers fetches)", a, ids[1])
+	}
 }

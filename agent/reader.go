@@ -112,6 +112,11 @@ func (r *reader) view() *view {
 	return &view{state: r.fsm.State(), overlay: *r.overlay.Load(), now: time.Now(), r: r}
 }
 
+// committedView is a view of the replicated state without the overlay.
+func (r *reader) committedView() *view {
+	return &view{state: r.fsm.State(), now: time.Now(), r: r}
+}
+
 func (r *reader) counter(pool string) *atomic.Uint64 {
 	if c, ok := r.counters.Load(pool); ok {
 		return c.(*atomic.Uint64)

@@ -24,7 +24,7 @@ func (s *server) aclPolicies(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r, "consistent"); err != nil {
 		return err
 	}
-	if err := s.beginRead(w, r); err != nil {
+	if _, err := s.beginRead(w, r); err != nil {
 		return err
 	}
 	out := []ACLPolicy{}
@@ -43,7 +43,7 @@ func (s *server) aclPolicy(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r, "consistent"); err != nil {
 		return err
 	}
-	if err := s.beginRead(w, r); err != nil {
+	if _, err := s.beginRead(w, r); err != nil {
 		return err
 	}
 	p, ok := s.b.View().ACLPolicy(name)
@@ -100,7 +100,7 @@ func (s *server) aclTokens(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r, "consistent"); err != nil {
 		return err
 	}
-	if err := s.beginRead(w, r); err != nil {
+	if _, err := s.beginRead(w, r); err != nil {
 		return err
 	}
 	out := []ACLToken{}
@@ -127,7 +127,7 @@ func (s *server) aclToken(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r, "consistent"); err != nil {
 		return err
 	}
-	if err := s.beginRead(w, r); err != nil {
+	if _, err := s.beginRead(w, r); err != nil {
 		return err
 	}
 	t, ok := s.b.View().ACLToken(id)
@@ -147,7 +147,7 @@ func (s *server) aclTokenSelf(w http.ResponseWriter, r *http.Request) error {
 	if p == nil || p.Accessor == "" {
 		return badRequest("this request carries no ACL token: tokens are sent over TCP as \"Authorization: Bearer <secret>\"")
 	}
-	if err := s.beginRead(w, r); err != nil {
+	if _, err := s.beginRead(w, r); err != nil {
 		return err
 	}
 	t, ok := s.b.View().ACLToken(p.Accessor)

@@ -19,6 +19,9 @@ type Backend interface {
 	// View returns a consistent read of the replicated state and this
 	// agent's overlay; it never blocks.
 	View() View
+	// CommittedView is View without this agent's overlay: the replicated
+	// state alone, which consistent reads answer from.
+	CommittedView() View
 	// Freshness says how current the local state is.
 	Freshness() Freshness
 	// ConsistentRead waits until this agent has applied everything the

@@ -17,10 +17,10 @@ func (s *server) listPools(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r, "consistent"); err != nil {
 		return err
 	}
-	if err := s.beginRead(w, r); err != nil {
+	view, err := s.readView(w, r)
+	if err != nil {
 		return err
 	}
-	view := s.b.View()
 	principal, _ := PrincipalFrom(r.Context())
 	out := []Pool{}
 	for _, p := range view.Pools() {
@@ -42,10 +42,10 @@ func (s *server) getPool(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r, "consistent"); err != nil {
 		return err
 	}
-	if err := s.beginRead(w, r); err != nil {
+	view, err := s.readView(w, r)
+	if err != nil {
 		return err
 	}
-	view := s.b.View()
 	p, toks, ok := view.Pool(name)
 	if !ok {
 		return poolNotFound(name)
@@ -116,10 +116,10 @@ func (s *server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	if err := onlyParams(r, "consistent"); err != nil {
 		return err
 	}
-	if err := s.beginRead(w, r); err != nil {
+	view, err := s.readView(w, r)
+	if err != nil {
 		return err
 	}
-	view := s.b.View()
 	_, toks, ok := view.Pool(name)
 	if !ok {
 		return poolNotFound(name)
@@ -148,10 +148,10 @@ func (s *server) lookupToken(w http.ResponseWriter, r *http.Request, params ...s
 	if err != nil {
 		return nil, nil, err
 	}
-	if err := s.beginRead(w, r); err != nil {
+	view, err := s.readView(w, r)
+	if err != nil {
 		return nil, nil, err
 	}
-	view := s.b.View()
 	_, toks, ok := view.Pool(name)
 	if !ok {
 		return nil, nil, poolNotFound(name)

@@ -475,22 +475,36 @@ func consistentParam(q url.Values) (bool, error) {
 // beginRead readies a handler's read of the state. With ?consistent it
 // first waits until this agent holds everything the cluster had committed
 // when the request arrived, as the leader confirms; either way it sets the
-// freshness headers. The handler reads the state after it returns.
-func (s *server) beginRead(w http.ResponseWriter, r *http.Request) error {
-	consistent, err := consistentParam(r.URL.Query())
-	if err != nil {
-		return err
+// freshness headers. The handler reads the state after it returns, and
+// consistent says whether it asked for a consistent read.
+func (s *server) beginRead(w http.ResponseWriter, r *http.Request) (consistent bool, err error) {
+	if consistent, err = consistentParam(r.URL.Query()); err != nil {
+		return false, err
 	}
 	if !consistent {
 		s.setFreshness(w)
-		return nil
+		return false, nil
 	}
 	confirmed, err := s.b.ConsistentRead(r.Context())
 	if err != nil {
-		return err
+		return true, err
 	}
 	s.setConsistentFreshness(w, s.b.Freshness(), confirmed)
-	return nil
+	return true, nil
+}
+
+// readView is beginRead and then the View to read: with ?consistent the
+// replicated state alone, since this agent's overlay of reports not yet
+// committed is no part of what the cluster agreed on.
+func (s *server) readView(w http.ResponseWriter, r *http.Request) (View, error) {
+	consistent, err := s.beginRead(w, r)
+	if err != nil {
+		return nil, err
+	}
+	if consistent {
+		return s.b.CommittedView(), nil
+	}
+	return s.b.View(), nil
 }
 
 // setConsistentFreshness sets the freshness headers of a consistent read

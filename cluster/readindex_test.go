@@ -75,12 +75,9 @@ func TestConsistentReadSeesAcknowledgedWrites(t *testing.T) {
 // the last command at or below it, so followers are not left waiting for an
 // index their state machine never reaches.
 func TestReadIndexSkipsEntriesThatNeverReachTheStateMachine(t *testing.T) {
-	tc, l := threeNodes(t, Timing{})
-	idx, err := l.Apply(context.Background(), entry(7))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.TransferLeadership(); err != nil {
+	tc, _ := threeNodes(t, Timing{})
+	idx := applyExactlyOnce(t, tc, 7)
+	if err := tc.leader().TransferLeadership(); err != nil {
 		t.Fatalf("transfer leadership: %v", err)
 	}
 	nl := tc.leader()
