@@ -86,10 +86,11 @@ func do(c *http.Client, req *http.Request, want int) error {
 }
 
 // PoolTokenLimit is how many tokens a write worker adds to one pool
-// before it moves to a new one: far below tokens.MaxTokensPerPool, so that
-// the pool's size (a write compares the new value with every token of its
-// pool) stays that of a large real pool and does not grow with the run.
-const PoolTokenLimit = 500
+// before it replaces the pool with a new one: the largest pool a provider
+// keeps issued (tokens.MaxPoolSize), so that the pools written hold as
+// many tokens as large real ones, and the state stays the same size
+// however long the run (at most PoolTokenLimit tokens per client).
+const PoolTokenLimit = 100
 
 // UniqueValue is base with its last 10 bytes replaced by n, zero-padded:
 // a value of len(base) bytes that differs for each n (a pool refuses a
@@ -108,10 +109,11 @@ func UniqueValue(base string, n int) string {
 // e: POST /v1/pools/{pool}/tokens with a value of len(value) bytes (value
 // made unique by UniqueValue), answered 201 once committed through Raft.
 // Worker i writes to pools named prefix-i-k of its own: the first made
-// before the run, the next when one holds PoolTokenLimit tokens (not
-// measured: the operation returns load.ErrSkip), all deleted with their
-// tokens when the worker closes so that state does not grow from run to
-// run.
+// before the run; when one holds PoolTokenLimit tokens, the worker makes
+// the next and deletes the full one with its tokens (two writes that are
+// not counted — the operation returns load.ErrSkip — but take time inside
+// the window: about 2 % of the writes); the last deleted when the worker
+// closes.
 func TokendAdd(e Endpoint, prefix, value string) load.NewWorker {
 	return func(i int) (load.Worker, error) {
 		c, base := e.client()
@@ -122,7 +124,11 @@ func TokendAdd(e Endpoint, prefix, value string) load.NewWorker {
 		return load.Worker{
 			Op: func(ctx context.Context) error {
 				if w.added >= PoolTokenLimit {
+					full := w.pool
 					if err := w.newPool(); err != nil {
+						return err
+					}
+					if err := w.deletePool(full); err != nil {
 						return err
 					}
 					return load.ErrSkip
@@ -148,13 +154,13 @@ func TokendAdd(e Endpoint, prefix, value string) load.NewWorker {
 type addWorker struct {
 	c            *http.Client
 	base, prefix string
-	pools        []string
+	pools        int
 	pool         string
 	added, n     int
 }
 
 func (w *addWorker) newPool() error {
-	name := w.prefix + "-" + strconv.Itoa(len(w.pools))
+	name := w.prefix + "-" + strconv.Itoa(w.pools)
 	req, err := http.NewRequest(http.MethodPut, w.base+"/v1/pools/"+name, bytes.NewReader(mustJSON(api.PoolRequest{})))
 	if err != nil {
 		return err
@@ -162,18 +168,24 @@ func (w *addWorker) newPool() error {
 	if err := do(w.c, req, http.StatusOK); err != nil {
 		return fmt.Errorf("create pool %s: %w", name, err)
 	}
-	w.pools = append(w.pools, name)
+	w.pools++
 	w.pool, w.added = name, 0
 	return nil
 }
 
-func (w *addWorker) close() {
-	for _, p := range w.pools {
-		req, err := http.NewRequest(http.MethodDelete, w.base+"/v1/pools/"+url.PathEscape(p)+"?force=true", nil)
-		if err == nil {
-			_ = do(w.c, req, http.StatusOK)
-		}
+func (w *addWorker) deletePool(name string) error {
+	req, err := http.NewRequest(http.MethodDelete, w.base+"/v1/pools/"+url.PathEscape(name)+"?force=true", nil)
+	if err != nil {
+		return err
 	}
+	if err := do(w.c, req, http.StatusOK); err != nil {
+		return fmt.Errorf("delete pool %s: %w", name, err)
+	}
+	return nil
+}
+
+func (w *addWorker) close() {
+	_ = w.deletePool(w.pool)
 	w.c.CloseIdleConnections()
 }
 
