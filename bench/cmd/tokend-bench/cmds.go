@@ -74,6 +74,7 @@ type report struct {
 	Command  string         `json:"command"`
 	Machine  machine        `json:"machine"`
 	Config   map[string]any `json:"config"`
+	Groups   []suite.Group  `json:"groups"`
 	Samples  []suite.Sample `json:"samples"`
 	Rows     []suite.Row    `json:"rows"`
 	Checks   []suite.Check  `json:"checks"`
@@ -109,6 +110,7 @@ func runSuite(ctx context.Context, args []string) error {
 
 	rep := report{Started: time.Now(), Command: strings.Join(os.Args, " "), Machine: describeMachine()}
 	groups := suite.Groups(fc, wc, o.etcd != "")
+	rep.Groups = groups
 	steps := suite.Schedule(groups, *rounds)
 	logf("%d runs of %s + %s warmup: about %s of load", len(steps), duration, warmup, time.Duration(len(steps))*(*duration+*warmup))
 
@@ -120,7 +122,7 @@ func runSuite(ctx context.Context, args []string) error {
 	rep.Config = map[string]any{
 		"duration": duration.String(), "warmup": warmup.String(), "rounds": *rounds,
 		"fetch_clients": fc, "write_clients": wc, "value_size": o.valueSize, "fetch_path": e.fetchPath,
-		"write_to": o.writeTo, "etcd_version": e.etcdVersion,
+		"write_to": o.writeTo, "etcd_version": e.etcdVersion, "body_bytes": fetchBodyLen(e),
 	}
 
 	for i, s := range steps {
@@ -138,7 +140,7 @@ func runSuite(ctx context.Context, args []string) error {
 	rep.LoadEnd = loadavg()
 	rep.Duration = time.Since(rep.Started)
 
-	md := markdownReport(rep, e)
+	md := markdownReport(rep, e.etcd != nil, fetchBodyLen(e))
 	fmt.Print(md)
 	if *out != "" {
 		if err := os.WriteFile(*out, []byte(md), 0o644); err != nil {
@@ -157,20 +159,81 @@ func runSuite(ctx context.Context, args []string) error {
 	return nil
 }
 
-func markdownReport(rep report, e *env) string {
+func markdownReport(rep report, withEtcd bool, bodyLen int) string {
 	var b strings.Builder
-	m := rep.Machine
+	m, c := rep.Machine, rep.Config
 	fmt.Fprintf(&b, "Comparative suite, %s (took %s).\n\n", rep.Started.Format("2006-01-02 15:04 MST"), rep.Duration.Round(time.Second))
 	fmt.Fprintf(&b, "- machine: %d CPUs (%s), kernel %s, %s; load average %s at the start, %s at the end\n", m.CPUs, m.CPUModel, m.Kernel, m.GoVersion, m.LoadStart, rep.LoadEnd)
 	fmt.Fprintf(&b, "- command: `%s`\n", rep.Command)
-	fmt.Fprintf(&b, "- each run: %s after %s of warmup, %v rounds interleaved; medians over rounds; ratios are medians of per-round ratios\n", rep.Config["duration"], rep.Config["warmup"], rep.Config["rounds"])
-	fmt.Fprintf(&b, "- tokend: 3 agents, fetches from a follower (`GET %s`, %d-byte value, %d-byte body), token adds to the %s\n", e.fetchPath, e.opts.valueSize, fetchBodyLen(e), e.opts.writeTo)
-	if e.etcd != nil {
-		fmt.Fprintf(&b, "- etcd %s: 3 members, serializable gets of one key from a follower, puts to the %s, one client (gRPC connection) per worker\n", e.etcdVersion, e.opts.writeTo)
+	fmt.Fprintf(&b, "- each run: %v after %v of warmup, %v rounds interleaved; medians over rounds; ratios are medians of per-round ratios\n", c["duration"], c["warmup"], c["rounds"])
+	body := ""
+	if bodyLen > 0 {
+		body = fmt.Sprintf(", %d-byte body", bodyLen)
+	}
+	fmt.Fprintf(&b, "- tokend: 3 agents, fetches from a follower (`GET %v`, %v-byte value%s), token adds to the %v\n", c["fetch_path"], c["value_size"], body, c["write_to"])
+	if withEtcd {
+		fmt.Fprintf(&b, "- etcd %v: 3 members, serializable gets of one key from a follower, puts to the %v, one client (gRPC connection) per worker\n", c["etcd_version"], c["write_to"])
 	}
 	b.WriteString("\n")
 	b.WriteString(suite.Markdown(rep.Rows, rep.Checks))
 	return b.String()
+}
+
+// runReport renders a suite's JSON report again, aggregating its samples
+// with this build's rules.
+func runReport(args []string) error {
+	fs := flag.NewFlagSet("report", flag.ExitOnError)
+	_ = fs.Parse(args)
+	if fs.NArg() != 1 {
+		return errors.New("usage: tokend-bench report RESULTS.json")
+	}
+	b, err := os.ReadFile(fs.Arg(0))
+	if err != nil {
+		return err
+	}
+	md, err := renderReport(b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", fs.Arg(0), err)
+	}
+	fmt.Print(md)
+	return nil
+}
+
+// renderReport is the markdown of a suite's JSON report.
+func renderReport(b []byte) (string, error) {
+	var rep report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return "", err
+	}
+	withEtcd := rep.Config["etcd_version"] != nil && rep.Config["etcd_version"] != ""
+	if len(rep.Groups) == 0 { // written before reports held their groups
+		var fc, wc []int
+		for _, x := range asList(rep.Config["fetch_clients"]) {
+			fc = append(fc, int(x))
+		}
+		for _, x := range asList(rep.Config["write_clients"]) {
+			wc = append(wc, int(x))
+		}
+		rep.Groups = suite.Groups(fc, wc, withEtcd)
+	}
+	rep.Rows = suite.Aggregate(rep.Groups, rep.Samples)
+	rep.Checks = suite.Checks(rep.Rows)
+	bodyLen := 0
+	if v, ok := rep.Config["body_bytes"].(float64); ok {
+		bodyLen = int(v)
+	}
+	return markdownReport(rep, withEtcd, bodyLen), nil
+}
+
+func asList(v any) []float64 {
+	var out []float64
+	l, _ := v.([]any)
+	for _, x := range l {
+		if f, ok := x.(float64); ok {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func fetchBodyLen(e *env) int {

@@ -10,6 +10,7 @@
 //	                             waits for ^C: for load runs and profiling by hand
 //	tokend-bench load [flags]    one closed-loop run against one target
 //	tokend-bench floor [flags]   the floor server (the suite starts it)
+//	tokend-bench report FILE     a suite's markdown again from its JSON (-json)
 //
 // It lives in its own module (bench/) so that etcd's client and gRPC stay
 // out of tokend's go.mod; it builds against the tokend tree next to it.
@@ -40,6 +41,8 @@ func main() {
 		err = runLoad(ctx, os.Args[2:])
 	case "floor":
 		err = runFloor(ctx, os.Args[2:])
+	case "report":
+		err = runReport(os.Args[2:])
 	default:
 		usage()
 	}
@@ -51,7 +54,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: tokend-bench suite|up|load|floor [flags]   (tokend-bench CMD -h for flags)`)
+	fmt.Fprintln(os.Stderr, `usage: tokend-bench suite|up|load|floor|report [flags]   (tokend-bench CMD -h for flags)`)
 	os.Exit(2)
 }
 

@@ -49,10 +49,10 @@ const (
 
 // Group is the systems compared at one workload and concurrency.
 type Group struct {
-	Workload    string
-	Concurrency int
-	Targets     []string
-	Compare     []Compare
+	Workload    string    `json:"workload"`
+	Concurrency int       `json:"concurrency"`
+	Targets     []string  `json:"targets"`
+	Compare     []Compare `json:"compare,omitempty"`
 }
 
 // Name is how progress lines and tables name g.
@@ -62,7 +62,9 @@ func (g Group) Name() string {
 
 // Compare asks for the ratio of Target to Baseline in column Column.
 type Compare struct {
-	Target, Baseline, Column string
+	Target   string `json:"target"`
+	Baseline string `json:"baseline"`
+	Column   string `json:"column"`
 }
 
 // Groups is the standard suite: fetches at each of fetchC and writes at
@@ -75,8 +77,11 @@ func Groups(fetchC, writeC []int, withEtcd bool) []Group {
 			Compare: []Compare{{TokendUnix, FloorUnix, VsFloor}, {TokendTCP, FloorTCP, VsFloor}},
 		}
 		if withEtcd {
+			// The floor's ratio to etcd is the most any HTTP server in Go
+			// could show here.
 			g.Targets = append(g.Targets, EtcdGet)
-			g.Compare = append(g.Compare, Compare{TokendUnix, EtcdGet, VsEtcd}, Compare{TokendTCP, EtcdGet, VsEtcd})
+			g.Compare = append(g.Compare, Compare{TokendUnix, EtcdGet, VsEtcd}, Compare{TokendTCP, EtcdGet, VsEtcd},
+				Compare{FloorUnix, EtcdGet, VsEtcd}, Compare{FloorTCP, EtcdGet, VsEtcd})
 		}
 		gs = append(gs, g)
 	}
