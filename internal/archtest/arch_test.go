@@ -5,6 +5,9 @@
 // it rejects bad input before it reaches an agent, and reads HCL pool files
 // with hashicorp/hcl (and its value library, go-cty). internal/certgen,
 // standard library only, makes certificates for `tokend tls` and the tests.
+// The load driver under bench/ is a module of its own (so that etcd's client
+// stays out of tokend's go.mod); of tokend it uses only api's request types,
+// and etcd's client only where it starts and drives etcd.
 package archtest
 
 import (
@@ -37,6 +40,14 @@ var allowed = map[string][]string{
 	"internal/certgen":       {},
 	"internal/archtest":      {},
 	"e2e":                    {"api", "api/client", "internal/testutil"},
+
+	"bench/cmd/tokend-bench": {"api", "bench/internal/floor", "bench/internal/load", "bench/internal/procs", "bench/internal/suite", "bench/internal/targets"},
+	"bench/internal/stats":   {},
+	"bench/internal/load":    {"bench/internal/stats"},
+	"bench/internal/suite":   {"bench/internal/load", "bench/internal/stats"},
+	"bench/internal/floor":   {},
+	"bench/internal/procs":   {"api", "go.etcd.io/etcd/client/v3", "go.uber.org/zap"},
+	"bench/internal/targets": {"api", "bench/internal/load", "bench/internal/procs", "go.etcd.io/etcd/client/v3"},
 }
 
 func TestImportGraph(t *testing.T) {
