@@ -6,7 +6,7 @@ BIN       := bin/tokend
 FUZZTIME  ?= 2m
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: all build run test bench e2e chaos soak lint fuzz clean docker
+.PHONY: all build run test bench bench-go bench-compare bench-smoke e2e chaos soak lint fuzz clean docker
 
 all: build
 
@@ -26,10 +26,23 @@ test:
 	$(GO) test -race -count=1 -timeout 15m ./...
 	# Allocation counts are only meaningful without the race detector.
 	$(GO) test -count=1 -run 'NotAllocate' ./...
+	# The load driver's own module (bench/): its unit tests need no etcd.
+	cd bench && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 
-## bench: Go benchmarks; results go in BENCHMARKS.md
-bench:
+## bench: the Go benchmarks, then the comparative suite; results go in BENCHMARKS.md
+bench: bench-go bench-compare
+
+## bench-go: Go benchmarks (go test -bench) of every package
+bench-go:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=1 ./...
+
+## bench-compare: tokend against the floor server and etcd on loopback (bench/run.sh; knobs BENCH_DURATION, BENCH_ROUNDS, … there)
+bench-compare:
+	sh bench/run.sh
+
+## bench-smoke: start every server of the comparative suite, run each system briefly, check all is cleaned up
+bench-smoke:
+	cd bench && TOKEND_BENCH_SMOKE=1 $(GO) test -count=1 -v -run TestSuiteSmoke ./cmd/tokend-bench
 
 ## e2e: only the process tests against the built binary, verbose
 e2e:
@@ -51,6 +64,7 @@ lint:
 	@test -z "$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*'))" || (gofmt -l . && exit 1)
 	$(GO) vet ./...
 	$(GO) run $(STATICCHECK) ./...
+	cd bench && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
 
 ## fuzz: run each fuzz target for FUZZTIME (default 2m)
 fuzz:

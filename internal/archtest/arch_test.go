@@ -8,6 +8,10 @@
 // e2e/chaos, the fault-injection harness shared by the process and
 // container suites, talks to agents over the API only, and checks histories
 // with porcupine.
+//
+// The load driver under bench/ is a module of its own (so that etcd's client
+// stays out of tokend's go.mod); of tokend it uses only api's request types,
+// and etcd's client only where it starts and drives etcd.
 package archtest
 
 import (
@@ -41,6 +45,14 @@ var allowed = map[string][]string{
 	"internal/archtest":      {},
 	"e2e":                    {"api", "api/client", "internal/testutil"},
 	"e2e/chaos":              {"api", "api/client", "internal/testutil", "github.com/anishathalye/porcupine"},
+
+	"bench/cmd/tokend-bench": {"api", "bench/internal/floor", "bench/internal/load", "bench/internal/procs", "bench/internal/suite", "bench/internal/targets"},
+	"bench/internal/stats":   {},
+	"bench/internal/load":    {"bench/internal/stats"},
+	"bench/internal/suite":   {"bench/internal/load", "bench/internal/stats"},
+	"bench/internal/floor":   {},
+	"bench/internal/procs":   {"api", "go.etcd.io/etcd/client/v3", "go.uber.org/zap"},
+	"bench/internal/targets": {"api", "bench/internal/load", "bench/internal/procs", "go.etcd.io/etcd/client/v3"},
 }
 
 func TestImportGraph(t *testing.T) {
