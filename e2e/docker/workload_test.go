@@ -365,6 +365,13 @@ func (w *Workload) writer(rng *rand.Rand) {
 // converged to. It logs what it counted.
 func (w *Workload) Check(t testing.TB, final State) {
 	t.Helper()
+	for _, v := range w.violations(t, final) {
+		t.Error(v)
+	}
+}
+
+func (w *Workload) violations(t testing.TB, final State) []string {
+	t.Helper()
 	c := w.c
 	w.mu.Lock()
 	fetches := slices.Clone(w.fetches)
@@ -476,9 +483,7 @@ func (w *Workload) Check(t testing.TB, final State) {
 	if acked == 0 {
 		violate("no write was acknowledged")
 	}
-	for _, v := range violations {
-		t.Error(v)
-	}
+	return violations
 }
 
 // State is the replicated state every node must agree on: pools and their
