@@ -242,7 +242,7 @@ func testKillLeader(t *testing.T, c *Cluster) {
 		t.Errorf("while %s was dead: %d fetches on the others served, %d failed", old, ok, failed)
 	}
 	t.Logf("while %s was dead: %d fetches on the others, %d failed", old, ok, failed)
-	l = c.WaitLeader(t, c.Nodes, electionBound)
+	t.Logf("every node follows %s", c.WaitLeader(t, c.Nodes, electionBound))
 	w.WaitAcked(t, []*Node{old}, 2, ackBound)
 	w.Stop()
 	w.Check(t, c.WaitConverged(t, convergeBound))
