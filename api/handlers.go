@@ -294,7 +294,7 @@ func (s *server) selectToken(w http.ResponseWriter, r *http.Request, name string
 		t, err := view.Select(name, q["exclude"])
 		var te *tokens.Error
 		if err == nil || !errors.As(err, &te) || te.Code != tokens.CodeAllCoolingDown || te.RetryAt.After(deadline) {
-			s.setFreshness(w)
+			s.setFreshnessFrom(w, fresh)
 			return t, raw, view, err
 		}
 		ctx, cancel := context.WithDeadline(r.Context(), te.RetryAt)

@@ -436,8 +436,13 @@ var (
 	headerTokenID     = http.CanonicalHeaderKey(HeaderTokenID)
 )
 
-func (s *server) setFreshness(w http.ResponseWriter) {
-	f := s.b.Freshness()
+// setFreshness sets the freshness headers. Call it before taking the View
+// the answer is built from: the state machine publishes a state before its
+// index, so the index read first is never newer than the state served, and
+// a client may rely on "index >= N" meaning "includes entry N".
+func (s *server) setFreshness(w http.ResponseWriter) { s.setFreshnessFrom(w, s.b.Freshness()) }
+
+func (s *server) setFreshnessFrom(w http.ResponseWriter, f Freshness) {
 	h := w.Header()
 	h[headerIndex] = []string{strconv.FormatUint(f.AppliedIndex, 10)}
 	h[headerKnownLeader] = headerFalse

@@ -55,10 +55,8 @@ type Cluster struct {
 	raft      *raft.Raft
 	closers   []io.Closer
 	raftAddr  string
-	// stable, when on disk, also keeps the commit index (commitlog.go).
-	stable      raft.StableStore
-	commitMu    sync.Mutex
-	commitSaved uint64
+	// appliedIdx, when on disk, records the applied index (commitlog.go).
+	appliedIdx *appliedIndex
 
 	gossip  *memberlist.Memberlist
 	members *memberTable
@@ -113,7 +111,6 @@ func New(cfg Config, sm StateMachine) (*Cluster, error) {
 	}
 	c.goFunc(c.monitorLeadership)
 	c.goFunc(c.joinLoop)
-	c.goFunc(c.commitIndexLoop)
 	if cfg.BootstrapExpect > 0 {
 		c.goFunc(c.bootstrapLoop)
 	}
@@ -184,7 +181,6 @@ func (c *Cluster) setupRaft() error {
 			return err
 		}
 		logs, stable = cache, bolt
-		c.stable = bolt
 		files, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, c.logger.Named("snapshot"))
 		if err != nil {
 			return fmt.Errorf("open snapshot store: %w", err)
@@ -192,12 +188,17 @@ func (c *Cluster) setupRaft() error {
 		if snaps, err = newPrivateSnapshots(files, dir); err != nil {
 			return fmt.Errorf("restrict snapshot files: %w", err)
 		}
-		if err := c.replayCommitted(logs, stable, snaps); err != nil {
+		if c.appliedIdx, err = openAppliedIndex(filepath.Join(dir, appliedIndexFile)); err != nil {
+			return fmt.Errorf("open applied index: %w", err)
+		}
+		c.closers = append(c.closers, c.appliedIdx)
+		if err := c.replayCommitted(logs, stable, snaps, c.appliedIdx); err != nil {
 			return fmt.Errorf("restore state from the data dir: %w", err)
 		}
 		conf.NoSnapshotRestoreOnStart = true
 	}
-	r, err := raft.NewRaft(conf, &raftFSM{sm: c.sm, applied: c.applied}, logs, stable, snaps, c.transport)
+	fsm := &raftFSM{sm: c.sm, applied: c.applied, durable: c.appliedIdx, logger: c.logger}
+	r, err := raft.NewRaft(conf, fsm, logs, stable, snaps, c.transport)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
@@ -228,7 +229,6 @@ func (c *Cluster) Shutdown() {
 			c.rpcClient.CloseIdleConnections()
 		}
 		c.wg.Wait()
-		c.persistCommitIndex()
 		c.closeAll()
 	})
 }
@@ -240,24 +240,6 @@ func (c *Cluster) closeAll() {
 		}
 	}
 	c.closers = nil
-}
-
-// commitIndexLoop records the commit index every second, so a crash loses at
-// most a second of what a restart can replay on its own.
-func (c *Cluster) commitIndexLoop() {
-	if c.stable == nil {
-		return
-	}
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-t.C:
-			c.persistCommitIndex()
-		case <-c.shutdownCh:
-			return
-		}
-	}
 }
 
 // ShutdownCh is closed when Shutdown starts.
@@ -404,24 +386,44 @@ func translateRaftError(err error) error {
 	return tokens.Errorf(tokens.CodeUnavailable, "raft: %v", err)
 }
 
-// raftFSM adapts a StateMachine to raft.FSM.
+// raftFSM adapts a StateMachine to raft.BatchingFSM.
 type raftFSM struct {
 	sm      StateMachine
 	applied *notifier
+	// durable, when on disk, records each batch's index before the batch
+	// is applied (commitlog.go).
+	durable *appliedIndex
+	logger  hclog.Logger
 }
 
 func (f *raftFSM) Apply(l *raft.Log) any {
+	return f.ApplyBatch([]*raft.Log{l})[0]
+}
+
+func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any {
+	out := make([]any, len(logs))
 	// Entries at or below the applied index were replayed from disk at
 	// startup (commitlog.go); Raft sends them again once a leader is back.
-	if l.Type != raft.LogCommand || l.Index <= f.sm.AppliedIndex() {
-		return nil
+	applied := f.sm.AppliedIndex()
+	last := logs[len(logs)-1].Index
+	if last <= applied {
+		return out
 	}
-	err := f.sm.Apply(l.Index, l.Data)
+	if f.durable != nil {
+		if err := f.durable.save(last); err != nil {
+			f.logger.Error("cannot record the applied index; after a crash this agent waits for a leader to serve its newest state", "index", last, "error", err)
+		}
+	}
+	for i, l := range logs {
+		if l.Type != raft.LogCommand || l.Index <= applied {
+			continue
+		}
+		if err := f.sm.Apply(l.Index, l.Data); err != nil {
+			out[i] = err
+		}
+	}
 	f.applied.notify()
-	if err != nil {
-		return err
-	}
-	return nil
+	return out
 }
 
 func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {

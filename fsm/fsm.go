@@ -49,6 +49,8 @@ func (f *FSM) AppliedIndex() uint64 { return f.applied.Load() }
 // was. An entry that cannot be decoded, or whose application panics, is
 // rejected rather than crashing every agent at once.
 func (f *FSM) Apply(index uint64, entry []byte) (err error) {
+	// The index is published after the state: whoever reads the index
+	// first and the state second gets a state at least that new.
 	defer f.applied.Store(index)
 	defer f.recoverInto(&err, index)
 	next, events, err := f.run(f.logger, f.state.Load(), index, entry)
