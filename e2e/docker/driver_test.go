@@ -52,10 +52,6 @@ type Node struct {
 	APIIP     string // on the api network: the HTTP API
 	URL       string // http://APIIP:8550
 
-	// epoch changes whenever the agent's process may have died or started
-	// (kill, stop, start), so readers know when an index may restart.
-	epoch atomic.Int64
-
 	mu      sync.Mutex
 	delayer *delayer // the latency helper, while one runs
 	netem   string   // the interface carrying a netem qdisc, while one does
@@ -303,18 +299,21 @@ next:
 
 // ---- process faults ----
 
-// Kill sends SIGKILL to the agent; the container stays, with its volume.
-func (c *Cluster) Kill(ctx context.Context, n *Node) error {
-	c.markDown(n)
-	n.epoch.Add(1)
-	_, err := dockerCmd(ctx, "kill", "--signal", "KILL", n.Container)
+// Kill sends SIGKILL to the agents, at once; the containers stay, with
+// their volumes.
+func (c *Cluster) Kill(ctx context.Context, nodes ...*Node) error {
+	args := []string{"kill", "--signal", "KILL"}
+	for _, n := range nodes {
+		c.markDown(n)
+		args = append(args, n.Container)
+	}
+	_, err := dockerCmd(ctx, args...)
 	return err
 }
 
 // Stop stops the agent with SIGTERM (SIGKILL after 10 s).
 func (c *Cluster) Stop(ctx context.Context, n *Node) error {
 	c.markDown(n)
-	n.epoch.Add(1)
 	_, err := dockerCmd(ctx, "stop", "--time", "10", n.Container)
 	return err
 }
@@ -322,15 +321,34 @@ func (c *Cluster) Stop(ctx context.Context, n *Node) error {
 // Start starts a killed or stopped agent from its volume and waits until
 // its API answers.
 func (c *Cluster) Start(ctx context.Context, n *Node) error {
+	_, err := c.start(ctx, n)
+	return err
+}
+
+// start starts the container and returns how long after its process
+// started the agent first answered.
+func (c *Cluster) start(ctx context.Context, n *Node) (time.Duration, error) {
 	if _, err := dockerCmd(ctx, "start", n.Container); err != nil {
-		return err
+		return 0, err
 	}
-	n.epoch.Add(1)
+	// The restarted container has a new MAC address; the host's neighbour
+	// entry for it is stale or failed (clients kept knocking while it was
+	// down) and would delay the first answers by most of a second.
+	_ = exec.CommandContext(ctx, "ip", "neigh", "flush", "to", n.APIIP).Run()
 	if err := c.waitHealthy(ctx, n, time.Minute); err != nil {
-		return err
+		return 0, err
 	}
+	answered := time.Now()
 	c.markUp(n)
-	return nil
+	out, err := dockerCmd(ctx, "inspect", "--format", "{{.State.StartedAt}}", n.Container)
+	if err != nil {
+		return 0, err
+	}
+	started, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(out))
+	if err != nil {
+		return 0, fmt.Errorf("%s started at %q: %v", n.Name, out, err)
+	}
+	return answered.Sub(started), nil
 }
 
 // Restart stops the agent and starts it again.
@@ -693,7 +711,7 @@ func (c *Cluster) waitHealthy(ctx context.Context, n *Node, timeout time.Duratio
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%s not answering after %s: %v\n%s", n.Name, timeout, err, c.Logs(n))
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -37,6 +37,7 @@ func TestThreeAgents(t *testing.T) {
 		{"pause-leader", testPauseLeader},
 		{"latency", testLatency},
 		{"kill-leader", testKillLeader},
+		{"kill-all", testKillAll},
 		{"checks-catch", testChecksCatch}, // last: it breaks the ledger
 	} {
 		if !t.Run(s.name, func(t *testing.T) { s.run(t, c) }) {
@@ -248,6 +249,68 @@ func testKillLeader(t *testing.T, c *Cluster) {
 	w.Check(t, c.WaitConverged(t, convergeBound))
 }
 
+// testKillAll SIGKILLs every agent at once in the middle of writes and
+// starts them one by one: each, before it can have a leader, answers with
+// every write acknowledged through it, and never an index older than it
+// served before (Check).
+func testKillAll(t *testing.T, c *Cluster) {
+	ctx := context.Background()
+	w := c.StartWorkload(testRand(t))
+	defer w.Stop()
+	w.WaitAcked(t, c.Nodes, 10, ackBound)
+	if err := c.Kill(ctx, c.Nodes...); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	for i, n := range c.Nodes {
+		answered, err := c.start(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h, err := c.Health(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, toks, err := c.readState(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every write acknowledged through n before the kill, unless a
+		// delete was sent for it since (the workload goes on once others
+		// are back).
+		c.ledger.mu.Lock()
+		writes := slices.Clone(c.ledger.writes)
+		c.ledger.mu.Unlock()
+		deleteSent := map[string]bool{}
+		for _, r := range writes {
+			if r.kind == "delete" && !r.refused() {
+				deleteSent[r.token] = true
+			}
+		}
+		var want, missing int
+		for _, r := range writes {
+			if r.node != n.Name || !r.acked() || r.end.After(killed) {
+				continue
+			}
+			want++
+			_, there := toks[writePool][r.token]
+			if (r.kind == "add" && !deleteSent[r.token] && !there) || (r.kind == "delete" && there) {
+				missing++
+				t.Errorf("%s restarted without %s", n, r)
+			}
+		}
+		t.Logf("%s (%d of %d started) answered %s after its process started, at index %d, known leader %v: %d of %d writes acknowledged through it there",
+			n, i+1, len(c.Nodes), answered.Round(time.Millisecond), h.AppliedIndex, h.KnownLeader, want-missing, want)
+		if i == 0 && h.KnownLeader {
+			t.Errorf("%s, started alone, knows a leader", n)
+		}
+	}
+	t.Logf("every node follows %s", c.WaitLeader(t, c.Nodes, electionBound))
+	w.WaitAcked(t, c.Nodes, 5, ackBound)
+	w.Stop()
+	w.Check(t, c.WaitConverged(t, convergeBound))
+}
+
 // testLatency delays what a follower sends, then what the leader sends,
 // and measures writes through random nodes against the same writes
 // without delay. The cluster must keep committing every one of them
@@ -359,11 +422,11 @@ func testChecksCatch(t *testing.T, c *Cluster) {
 	}
 	now := time.Now()
 	w.fetches = append(w.fetches,
-		fetchRec{node: n1, pool: flowPool, epoch: n1.epoch.Load(), start: now, end: now, status: 503, code: "no_healthy_token"},
-		fetchRec{node: n1, pool: flowPool, epoch: n1.epoch.Load(), start: now, end: now, status: 200, token: "tok_0000000000000000", index: del.index},
-		fetchRec{node: n1, pool: writePool, epoch: n1.epoch.Load(), start: now, end: now, status: 200, token: gone.token, index: del.index},
-		fetchRec{node: n2, pool: writePool, epoch: n2.epoch.Load(), start: now, end: now, status: 503, code: "pool_empty", index: del.index + 100},
-		fetchRec{node: n2, pool: writePool, epoch: n2.epoch.Load(), start: now, end: now, status: 503, code: "pool_empty", index: del.index + 99},
+		fetchRec{node: n1, pool: flowPool, start: now, end: now, status: 503, code: "no_healthy_token"},
+		fetchRec{node: n1, pool: flowPool, start: now, end: now, status: 200, token: "tok_0000000000000000", index: del.index},
+		fetchRec{node: n1, pool: writePool, start: now, end: now, status: 200, token: gone.token, index: del.index},
+		fetchRec{node: n2, pool: writePool, start: now, end: now, status: 503, code: "pool_empty", index: del.index + 100},
+		fetchRec{node: n2, pool: writePool, start: now, end: now, status: 503, code: "pool_empty", index: del.index + 99},
 	)
 	got := strings.Join(w.violations(t, c.WaitConverged(t, convergeBound)), "\n")
 	for _, want := range []string{
