@@ -79,6 +79,9 @@ type Cluster struct {
 	ledger ledger           // every write any workload made, for the lost-write checks
 	// flowPrimary is the token every fetch on the flow pool must return.
 	flowPrimary string
+	// faultLog, when set, hears of every process fault (LogFaults).
+	faultLog func(node, kind string) (end func())
+	faultEnd map[*Node]func()
 }
 
 type network struct {
@@ -100,9 +103,10 @@ func NewCluster(t *testing.T, n int) *Cluster {
 	ctx := context.Background()
 	start := time.Now()
 	c := &Cluster{
-		t:    t,
-		name: fmt.Sprintf("tokend-e2e-%s-%d", runID, clusterSeq.Add(1)),
-		down: map[*Node][]span{},
+		t:        t,
+		name:     fmt.Sprintf("tokend-e2e-%s-%d", runID, clusterSeq.Add(1)),
+		down:     map[*Node][]span{},
+		faultEnd: map[*Node]func(){},
 		http: &http.Client{Transport: &http.Transport{
 			DialContext:         (&net.Dialer{Timeout: 2 * time.Second}).DialContext,
 			MaxIdleConnsPerHost: 32,
@@ -304,7 +308,7 @@ next:
 func (c *Cluster) Kill(ctx context.Context, nodes ...*Node) error {
 	args := []string{"kill", "--signal", "KILL"}
 	for _, n := range nodes {
-		c.markDown(n)
+		c.markDown(n, faultKilled)
 		args = append(args, n.Container)
 	}
 	_, err := dockerCmd(ctx, args...)
@@ -313,7 +317,7 @@ func (c *Cluster) Kill(ctx context.Context, nodes ...*Node) error {
 
 // Stop stops the agent with SIGTERM (SIGKILL after 10 s).
 func (c *Cluster) Stop(ctx context.Context, n *Node) error {
-	c.markDown(n)
+	c.markDown(n, faultKilled)
 	_, err := dockerCmd(ctx, "stop", "--time", "10", n.Container)
 	return err
 }
@@ -362,7 +366,7 @@ func (c *Cluster) Restart(ctx context.Context, n *Node) error {
 // Pause freezes every process of the container (docker pause): the agent
 // neither answers nor notices time passing until Unpause.
 func (c *Cluster) Pause(ctx context.Context, n *Node) error {
-	c.markDown(n)
+	c.markDown(n, faultPaused)
 	_, err := dockerCmd(ctx, "pause", n.Container)
 	return err
 }
@@ -379,18 +383,44 @@ func (c *Cluster) Unpause(ctx context.Context, n *Node) error {
 	return nil
 }
 
-func (c *Cluster) markDown(n *Node) {
+// Kinds of process faults, as e2e/chaos's FaultLog names them.
+const (
+	faultKilled = "killed"
+	faultPaused = "paused"
+)
+
+// markDown records that n stops answering now (killed, stopped or paused),
+// also in the fault log when one is set.
+func (c *Cluster) markDown(n *Node, kind string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.down[n] = append(c.down[n], span{from: time.Now()})
+	if c.faultLog != nil && c.faultEnd[n] == nil {
+		c.faultEnd[n] = c.faultLog(n.Name, kind)
+	}
 }
 
+// markUp records that n answers again.
 func (c *Cluster) markUp(n *Node) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if s := c.down[n]; len(s) > 0 && s[len(s)-1].to.IsZero() {
 		s[len(s)-1].to = time.Now()
 	}
+	if end := c.faultEnd[n]; end != nil {
+		end()
+		delete(c.faultEnd, n)
+	}
+}
+
+// LogFaults makes the cluster report every process fault it injects to
+// begin (chaos.FaultLog.Begin): begin is called when a node is killed,
+// stopped or paused, and the function it returns once the node answers
+// again.
+func (c *Cluster) LogFaults(begin func(node, kind string) (end func())) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.faultLog = begin
 }
 
 // wasDown says whether n was killed, stopped or paused at any time between
