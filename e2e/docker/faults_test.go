@@ -164,3 +164,25 @@ func (c *Cluster) Delay(onLeader bool, spec Netem) *Fault {
 		return []*Node{n}, func(ctx context.Context) error { return c.ClearNetem(ctx, n) }, nil
 	}}
 }
+
+// KillAll sends every agent SIGKILL at once; heal starts them all again.
+func (c *Cluster) KillAll() *Fault {
+	return &Fault{name: "kill-all", inject: func(ctx context.Context, _ *rand.Rand) ([]*Node, func(context.Context) error, error) {
+		if err := c.Kill(ctx, c.Nodes...); err != nil {
+			return nil, nil, err
+		}
+		return c.Nodes, func(ctx context.Context) error {
+			errs := make(chan error, len(c.Nodes))
+			for _, n := range c.Nodes {
+				go func() { errs <- c.Start(ctx, n) }()
+			}
+			var first error
+			for range c.Nodes {
+				if err := <-errs; err != nil && first == nil {
+					first = err
+				}
+			}
+			return first
+		}, nil
+	}}
+}

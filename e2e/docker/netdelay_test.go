@@ -106,7 +106,7 @@ const (
 	nfDrop             = 0
 )
 
-type held struct {
+type heldPacket struct {
 	id      uint32
 	release time.Time
 	drop    bool
@@ -156,7 +156,7 @@ func netDelay(cfg netDelayConfig) error {
 		return unix.Sendto(fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 	}
 
-	queue := make(chan held, 65536)
+	queue := make(chan heldPacket, 65536)
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	released := make(chan error, 1)
@@ -166,7 +166,7 @@ func netDelay(cfg netDelayConfig) error {
 		// packet goes at once.
 		stopping := false
 		for {
-			var h held
+			var h heldPacket
 			if stopping {
 				select {
 				case h = <-queue:
@@ -241,7 +241,7 @@ func netDelay(cfg netDelayConfig) error {
 					release = last
 				}
 				last = release
-				queue <- held{id: id, release: release, drop: cfg.Loss > 0 && rng.Float64() < cfg.Loss}
+				queue <- heldPacket{id: id, release: release, drop: cfg.Loss > 0 && rng.Float64() < cfg.Loss}
 			}
 		}
 	}()
