@@ -19,6 +19,8 @@ import (
 // heartbeat and election timeouts; writes wait up to 5 s for a leader and
 // 10 s in all).
 const (
+	electionTimeout = time.Second // the agents' Raft election timeout
+
 	electionBound = 30 * time.Second // a new leader after a fault
 	convergeBound = time.Minute      // every node the same after a heal
 	ackBound      = 30 * time.Second // writes acknowledged through a side that should take them
@@ -202,6 +204,9 @@ func testPauseLeader(t *testing.T, c *Cluster) {
 	l := c.WaitLeader(t, others, electionBound)
 	t.Logf("%s paused; %v follow %s %s later", old, others, l, time.Since(start).Round(time.Millisecond))
 	w.WaitAcked(t, others, 5, ackBound)
+	// Held for at least three election timeouts: the others have moved on
+	// to a later term when the old leader wakes up.
+	time.Sleep(time.Until(start.Add(3 * electionTimeout)))
 	if err := heal(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -223,7 +223,7 @@ type Workload struct {
 const (
 	writers       = 2
 	writeInterval = 50 * time.Millisecond // per writer
-	maxInFlight   = 16                    // writes waiting on one node
+	maxInFlight   = 64                    // writes waiting on one node
 	fetchInterval = 10 * time.Millisecond // per node
 )
 
