@@ -32,6 +32,9 @@ test:
 
 ## e2e-docker: the container fault suite: agents in containers (an image it builds FROM scratch; nothing is pulled) partitioned, paused, delayed and killed while clients fetch and write. Needs a Docker engine and root (nsenter)
 e2e-docker:
+	@# Latency needs tc's netem or, where the kernel has none, iptables (NFQUEUE).
+	@command -v iptables >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+	  (echo "installing iptables for the latency faults"; apt-get update -qq && apt-get install -y -qq iptables >/dev/null)
 	$(GO) test -tags docker -count=1 -v -timeout 15m ./e2e/docker/
 
 # Run by make test: the container fault suite, or a banner saying loudly

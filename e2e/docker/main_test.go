@@ -65,6 +65,12 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "the container fault suite needs root: it enters containers' network namespaces with nsenter")
 		return 1
 	}
+	for _, tool := range []string{"nsenter", "ip"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			fmt.Fprintf(os.Stderr, "the container fault suite needs %s on the host (util-linux, iproute2): %v\n", tool, err)
+			return 1
+		}
+	}
 	host, _ := os.Hostname()
 	owner = fmt.Sprintf("%s:%d", host, os.Getpid())
 	runID = fmt.Sprintf("%d%02d", os.Getpid()%100000, rand.IntN(100))
