@@ -25,6 +25,21 @@ func (b *backend) Freshness() api.Freshness {
 	return api.Freshness{AppliedIndex: applied, KnownLeader: known, LastContact: lc}
 }
 
+func (b *backend) ConsistentRead(ctx context.Context) (time.Time, error) {
+	m := b.a.metrics
+	m.consistentInFlight.Inc()
+	start := time.Now()
+	_, confirmed, err := b.a.cluster.ConsistentRead(ctx)
+	m.consistentInFlight.Dec()
+	m.consistentWait.Observe(time.Since(start).Seconds())
+	result := "ok"
+	if err != nil {
+		result = tokens.AsError(err).Code
+	}
+	m.consistentReads.WithLabelValues(result).Inc()
+	return confirmed, err
+}
+
 // apply commits a client's command. With ACLs, it carries the hash of the
 // caller's token secret, so every agent checks the token again when it
 // applies it (the API checked it here already).

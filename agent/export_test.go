@@ -13,3 +13,11 @@ const (
 func (a *Agent) CallLeader(ctx context.Context, name string, body []byte) ([]byte, error) {
 	return a.cluster.CallLeader(ctx, name, body)
 }
+
+// BlockApply holds back this agent's state machine until release is called
+// (cluster.BlockApply): a slow follower.
+func (a *Agent) BlockApply() (release func()) { return a.cluster.BlockApply() }
+
+// Isolate cuts this agent off from every other agent's Raft and RPC, or
+// heals it (cluster.Isolate): a network partition.
+func (a *Agent) Isolate(on bool) { a.cluster.Isolate(on) }

@@ -20,6 +20,12 @@ type metrics struct {
 	fetches      *prometheus.CounterVec
 	fetchSeconds *prometheus.HistogramVec
 	reports      *prometheus.CounterVec
+	// Consistent reads (?consistent): how many, by result; how long each
+	// waited for the leader's read index and to catch up with it; how many
+	// wait now.
+	consistentReads    *prometheus.CounterVec
+	consistentWait     prometheus.Histogram
+	consistentInFlight prometheus.Gauge
 	// Set by the leader's prober; only the leader reports them.
 	probeSeconds  *prometheus.GaugeVec
 	rateRemaining *prometheus.GaugeVec
@@ -40,6 +46,19 @@ func newMetrics(a *Agent) *metrics {
 			Name: "tokend_reports_total",
 			Help: "Token reports received by this agent, by pool and outcome.",
 		}, []string{"pool", "outcome"}),
+		consistentReads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tokend_consistent_reads_total",
+			Help: "Consistent reads (?consistent) this agent answered, by result: ok, or the error code of a read no leader could confirm (no_leader) or this agent could not catch up with in time (unavailable).",
+		}, []string{"result"}),
+		consistentWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tokend_consistent_read_wait_seconds",
+			Help:    "Time a consistent read waited before reading: for the leader's read index (a quorum round, and an RPC on a follower), then for this agent to apply it.",
+			Buckets: []float64{100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10},
+		}),
+		consistentInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tokend_consistent_reads_waiting",
+			Help: "Consistent reads waiting now for the leader's read index or for this agent to catch up.",
+		}),
 		probeSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "tokend_probe_duration_seconds",
 			Help: "How long the last health-check probe of a token took (leader only).",
@@ -51,7 +70,7 @@ func newMetrics(a *Agent) *metrics {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
-		m.fetches, m.fetchSeconds, m.reports, m.probeSeconds, m.rateRemaining, stateCollector{a},
+		m.fetches, m.fetchSeconds, m.reports, m.consistentReads, m.consistentWait, m.consistentInFlight, m.probeSeconds, m.rateRemaining, stateCollector{a},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)

@@ -21,7 +21,10 @@ func (s *server) aclBootstrap(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) aclPolicies(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r); err != nil {
+	if err := onlyParams(r, "consistent"); err != nil {
+		return err
+	}
+	if err := s.beginRead(w, r); err != nil {
 		return err
 	}
 	out := []ACLPolicy{}
@@ -37,7 +40,10 @@ func (s *server) aclPolicy(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := onlyParams(r); err != nil {
+	if err := onlyParams(r, "consistent"); err != nil {
+		return err
+	}
+	if err := s.beginRead(w, r); err != nil {
 		return err
 	}
 	p, ok := s.b.View().ACLPolicy(name)
@@ -91,7 +97,10 @@ func (s *server) aclPolicyDelete(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) aclTokens(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r); err != nil {
+	if err := onlyParams(r, "consistent"); err != nil {
+		return err
+	}
+	if err := s.beginRead(w, r); err != nil {
 		return err
 	}
 	out := []ACLToken{}
@@ -115,7 +124,10 @@ func (s *server) aclToken(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := onlyParams(r); err != nil {
+	if err := onlyParams(r, "consistent"); err != nil {
+		return err
+	}
+	if err := s.beginRead(w, r); err != nil {
 		return err
 	}
 	t, ok := s.b.View().ACLToken(id)
@@ -128,12 +140,15 @@ func (s *server) aclToken(w http.ResponseWriter, r *http.Request) error {
 
 // aclTokenSelf shows the caller's own token.
 func (s *server) aclTokenSelf(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r); err != nil {
+	if err := onlyParams(r, "consistent"); err != nil {
 		return err
 	}
 	p, _ := PrincipalFrom(r.Context())
 	if p == nil || p.Accessor == "" {
 		return badRequest("this request carries no ACL token: tokens are sent over TCP as \"Authorization: Bearer <secret>\"")
+	}
+	if err := s.beginRead(w, r); err != nil {
+		return err
 	}
 	t, ok := s.b.View().ACLToken(p.Accessor)
 	if !ok {

@@ -193,6 +193,27 @@ func TestACLEveryEndpoint(t *testing.T) {
 		}},
 		{"token self", func(*testing.T, int) row { return row{"GET", "/v1/acl/token/self", nil, "any", 200, 400} }},
 		{"audit", func(*testing.T, int) row { return row{"GET", "/v1/audit", nil, "operator", 200, 0} }},
+		// A consistent read needs what the plain read needs.
+		{"list pools, consistent", func(*testing.T, int) row { return row{"GET", "/v1/pools?consistent", nil, "any", 200, 0} }},
+		{"show pool, consistent", func(t *testing.T, n int) row {
+			p, _ := pool(t, fmt.Sprint("cshow", n))
+			return row{"GET", p + "?consistent", nil, "view", 200, 0}
+		}},
+		{"list tokens, consistent", func(t *testing.T, n int) row {
+			p, _ := pool(t, fmt.Sprint("clt", n))
+			return row{"GET", p + "/tokens?consistent=true", nil, "view", 200, 0}
+		}},
+		{"show token, consistent", func(t *testing.T, n int) row {
+			p, id := pool(t, fmt.Sprint("cst", n))
+			return row{"GET", p + "/tokens/" + id + "?consistent", nil, "view", 200, 0}
+		}},
+		{"fetch, consistent", func(t *testing.T, n int) row {
+			p, _ := pool(t, fmt.Sprint("cf", n))
+			return row{"GET", p + "/token?consistent", nil, "read", 200, 0}
+		}},
+		{"events, consistent", func(*testing.T, int) row { return row{"GET", "/v1/events?consistent", nil, "operator", 200, 0} }},
+		{"policy list, consistent", func(*testing.T, int) row { return row{"GET", "/v1/acl/policies?consistent", nil, "operator", 200, 0} }},
+		{"token self, consistent", func(*testing.T, int) row { return row{"GET", "/v1/acl/token/self?consistent", nil, "any", 200, 400} }},
 	}
 	lacking := map[string]string{"read": "no-read", "report": "no-report", "write": "no-write", "view": "no-view", "operator": "no-op"}
 	holding := map[string]string{"read": "read", "report": "report", "write": "write", "view": "read", "operator": "operator", "any": "elsewhere"}

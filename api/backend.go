@@ -1,7 +1,9 @@
 // Package api serves tokend's HTTP API. The same handler serves the TCP
 // listener and the unix socket. Reads are answered from the agent's local
-// state and never wait for Raft; writes go through the Backend, which commits
-// them (forwarding to the leader when needed) before the handler answers.
+// state and never wait for Raft, unless the client asks for a consistent
+// read (?consistent), which first waits for the leader's read index; writes
+// go through the Backend, which commits them (forwarding to the leader when
+// needed) before the handler answers.
 package api
 
 import (
@@ -19,6 +21,11 @@ type Backend interface {
 	View() View
 	// Freshness says how current the local state is.
 	Freshness() Freshness
+	// ConsistentRead waits until this agent has applied everything the
+	// cluster had committed when it was called, as the leader confirms
+	// with a quorum round (Raft's ReadIndex), and returns when the leader
+	// confirmed. It fails within a bounded wait when no leader can.
+	ConsistentRead(ctx context.Context) (confirmed time.Time, err error)
 
 	ApplyPool(ctx context.Context, p tokens.Pool) (uint64, error)
 	DeletePool(ctx context.Context, name string, force bool) (uint64, error)

@@ -148,6 +148,21 @@ func badRequests() []badRequest {
 		{"fetch from unknown pool", get, "/v1/pools/nope/token", nil, 404, tokens.CodePoolNotFound, []string{`"nope"`}, nil},
 		{"fetch from empty pool", get, "/v1/pools/$EMPTY/token", nil, 503, tokens.CodePoolEmpty, []string{`"$EMPTY"`}, nil},
 
+		// ?consistent takes no value or "true"; routes that are not state
+		// reads do not take it.
+		{"consistent=false on pool list", get, "/v1/pools?consistent=false", nil, 400, inv, []string{"consistent", `"false"`}, nil},
+		{"consistent=yes on pool show", get, "/v1/pools/$POOL?consistent=yes", nil, 400, inv, []string{"consistent", `"yes"`}, nil},
+		{"consistent=1 on token list", get, "/v1/pools/$POOL/tokens?consistent=1", nil, 400, inv, []string{"consistent", `"1"`}, nil},
+		{"consistent=TRUE on token show", get, "/v1/pools/$POOL/tokens/$ID?consistent=TRUE", nil, 400, inv, []string{"consistent", `"TRUE"`}, nil},
+		{"consistent=0 on fetch", get, "/v1/pools/$POOL/token?consistent=0", nil, 400, inv, []string{"consistent", `"0"`}, nil},
+		{"second consistent value on fetch", get, "/v1/pools/$POOL/token?consistent&consistent=no", nil, 400, inv, []string{"consistent", `"no"`}, nil},
+		{"consistent=now on events", get, "/v1/events?consistent=now", nil, 400, inv, []string{"consistent", `"now"`}, nil},
+		{"consistent=x on ACL policies", get, "/v1/acl/policies?consistent=x", nil, 400, inv, []string{"consistent", `"x"`}, nil},
+		{"consistent on members", get, "/v1/members?consistent", nil, 400, inv, []string{`"consistent"`}, nil},
+		{"consistent on health", get, "/v1/health?consistent", nil, 400, inv, []string{`"consistent"`}, nil},
+		{"consistent on a write", put, "/v1/pools/$POOL?consistent", `{}`, 400, inv, []string{`"consistent"`}, nil},
+		{"consistent on report", post, "/v1/pools/$POOL/tokens/$ID/report?consistent", `{"outcome":"ok"}`, 400, inv, []string{`"consistent"`}, nil},
+
 		// Reports.
 		{"unknown outcome", post, "/v1/pools/$POOL/tokens/$ID/report", `{"outcome":"great"}`, 400, inv, []string{"outcome", `"great"`}, nil},
 		{"outcome as number", post, "/v1/pools/$POOL/tokens/$ID/report", `{"outcome":401}`, 400, inv, []string{`"outcome"`, "string"}, nil},

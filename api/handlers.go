@@ -14,10 +14,12 @@ import (
 )
 
 func (s *server) listPools(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r); err != nil {
+	if err := onlyParams(r, "consistent"); err != nil {
 		return err
 	}
-	s.setFreshness(w)
+	if err := s.beginRead(w, r); err != nil {
+		return err
+	}
 	view := s.b.View()
 	principal, _ := PrincipalFrom(r.Context())
 	out := []Pool{}
@@ -37,10 +39,12 @@ func (s *server) getPool(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := onlyParams(r); err != nil {
+	if err := onlyParams(r, "consistent"); err != nil {
 		return err
 	}
-	s.setFreshness(w)
+	if err := s.beginRead(w, r); err != nil {
+		return err
+	}
 	view := s.b.View()
 	p, toks, ok := view.Pool(name)
 	if !ok {
@@ -109,10 +113,12 @@ func (s *server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if err := onlyParams(r); err != nil {
+	if err := onlyParams(r, "consistent"); err != nil {
 		return err
 	}
-	s.setFreshness(w)
+	if err := s.beginRead(w, r); err != nil {
+		return err
+	}
 	view := s.b.View()
 	_, toks, ok := view.Pool(name)
 	if !ok {
@@ -127,7 +133,7 @@ func (s *server) listTokens(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (s *server) getTokenInfo(w http.ResponseWriter, r *http.Request) error {
-	view, t, err := s.lookupToken(w, r)
+	view, t, err := s.lookupToken(w, r, "consistent")
 	if err != nil {
 		return err
 	}
@@ -135,12 +141,16 @@ func (s *server) getTokenInfo(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func (s *server) lookupToken(w http.ResponseWriter, r *http.Request) (View, *tokens.Token, error) {
-	name, id, err := tokenPath(r)
+// lookupToken finds the token of a path such as /v1/pools/{pool}/tokens/{id},
+// for a request that takes the query parameters params.
+func (s *server) lookupToken(w http.ResponseWriter, r *http.Request, params ...string) (View, *tokens.Token, error) {
+	name, id, err := tokenPath(r, params...)
 	if err != nil {
 		return nil, nil, err
 	}
-	s.setFreshness(w)
+	if err := s.beginRead(w, r); err != nil {
+		return nil, nil, err
+	}
 	view := s.b.View()
 	_, toks, ok := view.Pool(name)
 	if !ok {
@@ -208,7 +218,8 @@ func (s *server) removeToken(w http.ResponseWriter, r *http.Request) error {
 // MaxFetchWait bounds ?wait= on a token fetch.
 const MaxFetchWait = time.Minute
 
-// fetchToken is the hot path: local state only, no Raft.
+// fetchToken is the hot path: local state only, no Raft, unless the client
+// asks for a consistent fetch.
 func (s *server) fetchToken(w http.ResponseWriter, r *http.Request) error {
 	start := time.Now()
 	name, err := pathName(r, "pool", "pool")
@@ -250,9 +261,11 @@ func (s *server) fetchToken(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// selectToken parses a fetch's query and picks the token. With ?wait=, a
-// fetch that finds every usable token cooling down waits, within that
-// budget, for the first to come back (or for the state to change).
+// selectToken parses a fetch's query and picks the token. With ?consistent,
+// it picks from a state that holds every write committed before the
+// request arrived. With ?wait=, a fetch that finds every usable token
+// cooling down waits, within that budget, for the first to come back (or
+// for the state to change).
 func (s *server) selectToken(w http.ResponseWriter, r *http.Request, name string) (*tokens.Token, bool, View, error) {
 	var q url.Values
 	if r.URL.RawQuery != "" {
@@ -260,6 +273,7 @@ func (s *server) selectToken(w http.ResponseWriter, r *http.Request, name string
 	}
 	raw := false
 	var wait time.Duration
+	consistent := false
 	for k, vs := range q {
 		v := vs[len(vs)-1]
 		switch k {
@@ -283,8 +297,20 @@ func (s *server) selectToken(w http.ResponseWriter, r *http.Request, name string
 				return nil, false, nil, badRequest(fmt.Sprintf("wait %q must be a duration between 0s and %s, such as 5s", truncate(v), MaxFetchWait))
 			}
 			wait = d
+		case "consistent":
+			var err error
+			if consistent, err = consistentParam(q); err != nil {
+				return nil, false, nil, err
+			}
 		default:
-			return nil, false, nil, badRequest(fmt.Sprintf("unknown query parameter %q: use format, exclude, wait", truncate(k)))
+			return nil, false, nil, badRequest(fmt.Sprintf("unknown query parameter %q: use format, exclude, wait, consistent", truncate(k)))
+		}
+	}
+	var confirmed time.Time
+	if consistent {
+		var err error
+		if confirmed, err = s.b.ConsistentRead(r.Context()); err != nil {
+			return nil, false, nil, err
 		}
 	}
 	deadline := time.Now().Add(wait)
@@ -294,7 +320,11 @@ func (s *server) selectToken(w http.ResponseWriter, r *http.Request, name string
 		t, err := view.Select(name, q["exclude"])
 		var te *tokens.Error
 		if err == nil || !errors.As(err, &te) || te.Code != tokens.CodeAllCoolingDown || te.RetryAt.After(deadline) {
-			s.setFreshnessFrom(w, fresh)
+			if consistent {
+				s.setConsistentFreshness(w, fresh, confirmed)
+			} else {
+				s.setFreshnessFrom(w, fresh)
+			}
 			return t, raw, view, err
 		}
 		ctx, cancel := context.WithDeadline(r.Context(), te.RetryAt)
@@ -420,10 +450,14 @@ const (
 )
 
 func (s *server) events(w http.ResponseWriter, r *http.Request) error {
-	if err := onlyParams(r, "since", "wait", "limit"); err != nil {
+	if err := onlyParams(r, "since", "wait", "limit", "consistent"); err != nil {
 		return err
 	}
 	q := r.URL.Query()
+	consistent, err := consistentParam(q)
+	if err != nil {
+		return err
+	}
 	var since uint64
 	if v := q.Get("since"); v != "" {
 		n, err := strconv.ParseUint(v, 10, 64)
@@ -448,11 +482,23 @@ func (s *server) events(w http.ResponseWriter, r *http.Request) error {
 		}
 		limit = n
 	}
+	// A consistent read of events starts from a state that holds every
+	// event committed before the request arrived.
+	var confirmed time.Time
+	if consistent {
+		if confirmed, err = s.b.ConsistentRead(r.Context()); err != nil {
+			return err
+		}
+	}
 	evs, err := s.b.Events(r.Context(), since, limit, wait)
 	if err != nil {
 		return err
 	}
-	s.setFreshness(w)
+	if consistent {
+		s.setConsistentFreshness(w, s.b.Freshness(), confirmed)
+	} else {
+		s.setFreshness(w)
+	}
 	writeJSON(w, http.StatusOK, evs)
 	return nil
 }
@@ -529,15 +575,16 @@ func boolParam(r *http.Request, key string) (bool, error) {
 }
 
 // tokenPath returns the pool and token id of a path such as
-// /v1/pools/{pool}/tokens/{id}, for a request that takes no query.
-func tokenPath(r *http.Request) (pool, id string, err error) {
+// /v1/pools/{pool}/tokens/{id}, for a request that takes the query
+// parameters params.
+func tokenPath(r *http.Request, params ...string) (pool, id string, err error) {
 	if pool, err = pathName(r, "pool", "pool"); err != nil {
 		return "", "", err
 	}
 	if id, err = pathTokenID(r); err != nil {
 		return "", "", err
 	}
-	return pool, id, onlyParams(r)
+	return pool, id, onlyParams(r, params...)
 }
 
 func poolNotFound(name string) error {

@@ -16,6 +16,6 @@ func TestMain(m *testing.M) {
 		os.Exit(socketClient(path, os.Getenv(envSocketRequest)))
 	}
 	goleak.VerifyTestMain(m,
-		// A Raft barrier that Raft never answers at shutdown (cluster/leader.go).
-		goleak.IgnoreAnyFunction("github.com/tokend/tokend/cluster.(*Cluster).barrier.func1"))
+		// A Raft future that Raft never answers at shutdown (cluster/readindex.go).
+		goleak.IgnoreAnyFunction("github.com/tokend/tokend/cluster.awaitFuture.func1"))
 }

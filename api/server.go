@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"path"
 	"reflect"
 	"slices"
@@ -434,6 +435,7 @@ var (
 	headerIndex       = http.CanonicalHeaderKey(HeaderIndex)
 	headerKnownLeader = http.CanonicalHeaderKey(HeaderKnownLeader)
 	headerTokenID     = http.CanonicalHeaderKey(HeaderTokenID)
+	headerConsistent  = http.CanonicalHeaderKey(HeaderConsistent)
 )
 
 // setFreshness sets the freshness headers. Call it before taking the View
@@ -450,6 +452,55 @@ func (s *server) setFreshnessFrom(w http.ResponseWriter, f Freshness) {
 		h[headerKnownLeader] = headerTrue
 	}
 	h[headerLastContact] = []string{strconv.FormatInt(lastContactMS(f.LastContact), 10)}
+}
+
+// consistentParam reports whether the query asks for a consistent read:
+// ?consistent or ?consistent=true. Any other value is refused rather than
+// read as a local read the client did not ask for.
+func consistentParam(q url.Values) (bool, error) {
+	vs, ok := q["consistent"]
+	if !ok {
+		return false, nil
+	}
+	for _, v := range vs {
+		if v != "" && v != "true" {
+			return false, badRequest(fmt.Sprintf("consistent %q is not supported: use ?consistent (or ?consistent=true) for a consistent read, or leave it out for a local one", truncate(v)))
+		}
+	}
+	return true, nil
+}
+
+// beginRead readies a handler's read of the state. With ?consistent it
+// first waits until this agent holds everything the cluster had committed
+// when the request arrived, as the leader confirms; either way it sets the
+// freshness headers. The handler reads the state after it returns.
+func (s *server) beginRead(w http.ResponseWriter, r *http.Request) error {
+	consistent, err := consistentParam(r.URL.Query())
+	if err != nil {
+		return err
+	}
+	if !consistent {
+		s.setFreshness(w)
+		return nil
+	}
+	confirmed, err := s.b.ConsistentRead(r.Context())
+	if err != nil {
+		return err
+	}
+	s.setConsistentFreshness(w, s.b.Freshness(), confirmed)
+	return nil
+}
+
+// setConsistentFreshness sets the freshness headers of a consistent read
+// from f, read, as for setFreshness, before the View: the index this agent
+// has applied (at least the read index), a known leader, and the time since
+// the leader confirmed the read.
+func (s *server) setConsistentFreshness(w http.ResponseWriter, f Freshness, confirmed time.Time) {
+	h := w.Header()
+	h[headerIndex] = []string{strconv.FormatUint(f.AppliedIndex, 10)}
+	h[headerKnownLeader] = headerTrue
+	h[headerLastContact] = []string{strconv.FormatInt(time.Since(confirmed).Milliseconds(), 10)}
+	h[headerConsistent] = headerTrue
 }
 
 func lastContactMS(d time.Duration) int64 {

@@ -412,6 +412,10 @@ const (
 	HeaderKnownLeader = "X-Tokend-Known-Leader"
 	HeaderLastContact = "X-Tokend-Last-Contact"
 	HeaderTokenID     = "X-Tokend-Token-Id"
+	// HeaderConsistent is "true" on a consistent read (?consistent):
+	// the leader confirmed it, and this agent had applied everything the
+	// cluster had committed when the request arrived.
+	HeaderConsistent = "X-Tokend-Consistent"
 )
 
 // Error codes the API adds to those of package tokens.

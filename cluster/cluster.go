@@ -1,7 +1,8 @@
 // Package cluster owns everything between agents: Raft (transport, log and
 // stable store, snapshots), memberlist gossip, bootstrapping, the leader's
-// reconciliation of gossip membership into the Raft configuration, and
-// forwarding writes to the leader.
+// reconciliation of gossip membership into the Raft configuration,
+// forwarding writes to the leader, and read indexes for consistent reads
+// (readindex.go).
 //
 // It knows nothing about tokens: it replicates opaque entries into a
 // StateMachine.
@@ -17,6 +18,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -53,6 +55,10 @@ type Cluster struct {
 	mux       *mux
 	transport *raft.NetworkTransport
 	raft      *raft.Raft
+	// logs is Raft's log store; the leader reads it to answer read
+	// indexes (readindex.go).
+	logs      raft.LogStore
+	applyGate applyGate
 	closers   []io.Closer
 	raftAddr  string
 	// appliedIdx, when on disk, records the applied index (commitlog.go).
@@ -74,7 +80,14 @@ type Cluster struct {
 	nodeHandlers map[string]LeaderHandler
 
 	leaderNotify chan bool
-	shutdownCh   chan struct{}
+	// barrierTerm is the last term whose leader barrier completed on this
+	// agent; barrierDone wakes read indexes waiting for it.
+	barrierTerm atomic.Uint64
+	barrierDone *notifier
+	// transfers counts the starts and ends of leadership transfers: odd
+	// while one runs. The leader answers no read index meanwhile.
+	transfers  atomic.Uint64
+	shutdownCh chan struct{}
 	// ctx ends at shutdown; background RPCs use it.
 	ctx          context.Context
 	cancel       context.CancelFunc
@@ -96,8 +109,10 @@ func New(cfg Config, sm StateMachine) (*Cluster, error) {
 		members:      newMemberTable(),
 		reconcileCh:  make(chan struct{}, 1),
 		leaderNotify: make(chan bool, 10),
+		barrierDone:  newNotifier(),
 		shutdownCh:   make(chan struct{}),
 	}
+	c.HandleLeader(leaderReadIndex, c.serveReadIndex)
 	c.ctx, c.cancel = context.WithCancel(context.Background())
 	if err := c.setupRaft(); err != nil {
 		c.cancel()
@@ -197,7 +212,8 @@ func (c *Cluster) setupRaft() error {
 		}
 		conf.NoSnapshotRestoreOnStart = true
 	}
-	fsm := &raftFSM{sm: c.sm, applied: c.applied, durable: c.appliedIdx, logger: c.logger}
+	c.logs = logs
+	fsm := &raftFSM{sm: c.sm, applied: c.applied, durable: c.appliedIdx, logger: c.logger, gate: &c.applyGate, shutdownCh: c.shutdownCh}
 	r, err := raft.NewRaft(conf, fsm, logs, stable, snaps, c.transport)
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
@@ -261,6 +277,8 @@ func (c *Cluster) Term() uint64 { return c.raft.CurrentTerm() }
 // TransferLeadership asks the leader to hand leadership to another voter
 // and step down; it stays a member.
 func (c *Cluster) TransferLeadership() error {
+	c.transfers.Add(1)
+	defer c.transfers.Add(1)
 	if err := c.raft.LeadershipTransfer().Error(); err != nil {
 		return translateRaftError(err)
 	}
@@ -394,6 +412,9 @@ type raftFSM struct {
 	// is applied (commitlog.go).
 	durable *appliedIndex
 	logger  hclog.Logger
+	// gate holds batches back while a test blocks them (faults.go).
+	gate       *applyGate
+	shutdownCh <-chan struct{}
 }
 
 func (f *raftFSM) Apply(l *raft.Log) any {
@@ -401,6 +422,7 @@ func (f *raftFSM) Apply(l *raft.Log) any {
 }
 
 func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any {
+	f.gate.pass(f.shutdownCh)
 	out := make([]any, len(logs))
 	// Entries at or below the applied index were replayed from disk at
 	// startup (commitlog.go); Raft sends them again once a leader is back.

@@ -17,6 +17,8 @@ func (c *Cluster) monitorLeadership() {
 		wg   sync.WaitGroup
 	)
 	revoke := func() {
+		// Read indexes waiting for this term's barrier give up.
+		c.barrierDone.notify()
 		if stop != nil {
 			stop()
 			wg.Wait()
@@ -50,11 +52,20 @@ func (c *Cluster) monitorLeadership() {
 
 // leaderLoop waits for a Barrier, so that every entry committed by earlier
 // leaders is applied before this one decides anything, then runs every leader
-// task until ctx ends.
+// task until ctx ends. Once the barrier of a term is done, the leader also
+// answers read indexes for that term (readindex.go).
 func (c *Cluster) leaderLoop(ctx context.Context) {
 	for {
+		term := c.raft.CurrentTerm()
 		err := c.barrier(ctx)
 		if err == nil {
+			// The barrier is an entry of this term only if the term did
+			// not move meanwhile; if it did, leadership was lost and
+			// this loop is about to be cancelled.
+			if c.raft.CurrentTerm() == term {
+				c.barrierTerm.Store(term)
+				c.barrierDone.notify()
+			}
 			break
 		}
 		if ctx.Err() != nil {
@@ -81,18 +92,7 @@ func (c *Cluster) leaderLoop(ctx context.Context) {
 }
 
 // barrier waits until every entry committed before it has been applied, or
-// until ctx ends. hashicorp/raft v1.8.0 never answers a barrier still queued
-// for its FSM when Raft shuts down (the future has no ShutdownCh), so
-// waiting on the future alone can hold Shutdown forever; the goroutine left
-// waiting in that case is the price (tests' goleak ignores it).
+// until ctx ends (awaitFuture).
 func (c *Cluster) barrier(ctx context.Context) error {
-	f := c.raft.Barrier(c.cfg.Timing.ApplyTimeout)
-	done := make(chan error, 1)
-	go func() { done <- f.Error() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return awaitFuture(ctx, c.raft.Barrier(c.cfg.Timing.ApplyTimeout))
 }

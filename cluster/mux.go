@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -45,6 +46,8 @@ type mux struct {
 	rpc              *subListener
 	done             chan struct{}
 	once             sync.Once
+	// isolated cuts the server off for a test (faults.go).
+	isolated atomic.Bool
 
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{}
@@ -114,6 +117,10 @@ func (c *trackedConn) Close() error {
 }
 
 func (m *mux) route(conn net.Conn) {
+	if m.isolated.Load() {
+		conn.Close()
+		return
+	}
 	_ = conn.SetDeadline(time.Now().Add(m.handshakeTimeout))
 	if m.serverTLS != nil {
 		tc := tls.Server(conn, m.serverTLS)
@@ -204,11 +211,18 @@ func (l *subListener) Addr() net.Addr { return l.m.ln.Addr() }
 // dial connects to a peer's mux, with TLS when configured, and announces
 // proto. timeout bounds the TCP connect and the TLS handshake.
 func (m *mux) dial(address string, proto byte, timeout time.Duration) (net.Conn, error) {
+	if m.isolated.Load() {
+		return nil, errIsolated
+	}
 	raw, err := net.DialTimeout("tcp", address, timeout)
 	if err != nil {
 		return nil, err
 	}
 	conn := m.track(raw)
+	if m.isolated.Load() { // isolated while dialing
+		conn.Close()
+		return nil, errIsolated
+	}
 	if m.clientTLS != nil {
 		_ = raw.SetDeadline(time.Now().Add(timeout))
 		tc := tls.Client(conn, m.clientTLS)

@@ -194,6 +194,11 @@ func (c *Cluster) CallLeader(ctx context.Context, name string, body []byte) ([]b
 	if err != nil {
 		return nil, err
 	}
+	return c.callLeaderAt(ctx, addr, name, body)
+}
+
+// callLeaderAt is CallLeader once the leader's address, addr, is known.
+func (c *Cluster) callLeaderAt(ctx context.Context, addr, name string, body []byte) ([]byte, error) {
 	if c.IsLeader() {
 		h, err := c.leaderHandler(name)
 		if err != nil {

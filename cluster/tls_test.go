@@ -303,7 +303,7 @@ func TestTLSMuxRefusesDialersWithoutAnAgentCertificate(t *testing.T) {
 				return m.dial(addr, protoRPC, 2*time.Second)
 			}}}
 			defer hc.CloseIdleConnections()
-			for _, path := range []string{"/rpc/node/probe", "/rpc/apply", "/rpc/leader/probe"} {
+			for _, path := range []string{"/rpc/node/probe", "/rpc/apply", "/rpc/leader/probe", "/rpc/leader/" + leaderReadIndex} {
 				resp, err := hc.Post("http://"+n.RaftAddr()+path, "application/octet-stream", bytes.NewReader(entry(5)))
 				if err == nil {
 					resp.Body.Close()

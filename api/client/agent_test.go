@@ -28,15 +28,19 @@ func ids(infos []api.TokenInfo) []string {
 }
 
 // TestAgent runs every endpoint against a real agent, over the unix socket
-// and over HTTP.
+// and over HTTP, and with consistent reads.
 func TestAgent(t *testing.T) {
 	a := startAgent(t)
-	for _, tc := range []struct{ name, addr string }{
-		{"unix", "unix://" + a.SocketPath()},
-		{"http", "http://" + a.HTTPAddr()},
+	for _, tc := range []struct {
+		name, addr string
+		opts       []Option
+	}{
+		{"unix", "unix://" + a.SocketPath(), nil},
+		{"http", "http://" + a.HTTPAddr(), nil},
+		{"consistent", "http://" + a.HTTPAddr(), []Option{WithConsistentReads()}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c, err := New(tc.addr)
+			c, err := New(tc.addr, tc.opts...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,8 +113,12 @@ func testEndpoints(t *testing.T, c *Client, pool string) {
 	if err != nil || tok.ID != first.ID || tok.Value != "value-one" {
 		t.Fatalf("FetchToken = %+v, %v; want %s", tok, err, first.ID)
 	}
-	if !meta.KnownLeader || meta.Index < second.CreateIndex || meta.LastContact != 0 {
-		t.Fatalf("meta = %+v, want a known leader (this agent) and index >= %d", meta, second.CreateIndex)
+	if !meta.KnownLeader || meta.Index < second.CreateIndex || meta.LastContact != 0 || meta.Consistent != c.consistent {
+		t.Fatalf("meta = %+v, want a known leader (this agent), index >= %d, consistent %v", meta, second.CreateIndex, c.consistent)
+	}
+	_, meta, err = c.FetchToken(ctx, pool, FetchOptions{Consistent: true})
+	if err != nil || !meta.Consistent || meta.Index < second.CreateIndex {
+		t.Fatalf("FetchToken, consistent = %+v, %v; want a consistent read at index >= %d", meta, err, second.CreateIndex)
 	}
 	raw, meta, err := c.FetchRaw(ctx, pool, FetchOptions{Exclude: []string{first.ID}})
 	if err != nil || raw.ID != second.ID || raw.Value != "value-two" || !meta.KnownLeader {

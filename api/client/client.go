@@ -42,6 +42,8 @@ type Client struct {
 	hc   *http.Client
 	// token is the ACL token secret sent with every request.
 	token string
+	// consistent makes every state read a consistent one.
+	consistent bool
 }
 
 // EnvToken names the environment variable that holds the ACL token FromEnv
@@ -116,11 +118,23 @@ func (t TLS) Config() (*tls.Config, error) {
 // Option adjusts a client New makes.
 type Option func(*options)
 
-type options struct{ tls TLS }
+type options struct {
+	tls        TLS
+	consistent bool
+}
 
 // WithTLS sets how the client talks to an https:// agent. With it, a bare
 // host:port address means https.
 func WithTLS(t TLS) Option { return func(o *options) { o.tls = t } }
+
+// WithConsistentReads makes every read of the replicated state the client
+// makes — pools, tokens, fetches, events, ACL policies and tokens — a
+// consistent one (?consistent): the agent answers only once the leader has
+// confirmed it and the agent has applied every write committed before the
+// request, so the answer is linearizable. It costs a quorum round trip, and
+// without a quorum the read fails (503 no_leader) instead of answering from
+// the agent's local state. FetchOptions.Consistent asks for one fetch.
+func WithConsistentReads() Option { return func(o *options) { o.consistent = true } }
 
 // DefaultAddress is DefaultAddr, over https when TLS settings are given.
 func DefaultAddress(t TLS) string {
@@ -157,9 +171,10 @@ func New(addr string, opts ...Option) (*Client, error) {
 			return d.DialContext(ctx, "unix", path)
 		}
 		return &Client{
-			addr: addr,
-			base: "http://unix", // the host is never dialled
-			hc:   &http.Client{Transport: tr, CheckRedirect: noRedirect},
+			addr:       addr,
+			base:       "http://unix", // the host is never dialled
+			hc:         &http.Client{Transport: tr, CheckRedirect: noRedirect},
+			consistent: o.consistent,
 		}, nil
 	}
 
@@ -196,9 +211,10 @@ func New(addr string, opts ...Option) (*Client, error) {
 		tr.TLSClientConfig = cfg
 	}
 	return &Client{
-		addr: addr,
-		base: u.Scheme + "://" + u.Host + strings.TrimSuffix(u.EscapedPath(), "/"),
-		hc:   &http.Client{Transport: tr, CheckRedirect: noRedirect},
+		addr:       addr,
+		base:       u.Scheme + "://" + u.Host + strings.TrimSuffix(u.EscapedPath(), "/"),
+		hc:         &http.Client{Transport: tr, CheckRedirect: noRedirect},
+		consistent: o.consistent,
 	}, nil
 }
 
@@ -259,8 +275,12 @@ type Meta struct {
 	// KnownLeader says whether the agent knew a leader.
 	KnownLeader bool
 	// LastContact is the time since the agent last heard from the leader:
-	// 0 on the leader, negative if it never has.
+	// 0 on the leader, negative if it never has. For a consistent read, the
+	// time since the leader confirmed it.
 	LastContact time.Duration
+	// Consistent says the read was a consistent one: Index holds every
+	// write committed before the request.
+	Consistent bool
 }
 
 // response is what do hands back besides the decoded body.
@@ -367,10 +387,28 @@ func decodeError(resp *http.Response, data []byte) *Error {
 	return e
 }
 
+// readQuery is q for a read of the replicated state: with ?consistent when
+// the client makes consistent reads.
+func (c *Client) readQuery(q url.Values) url.Values {
+	return withConsistent(q, c.consistent)
+}
+
+func withConsistent(q url.Values, consistent bool) url.Values {
+	if !consistent {
+		return q
+	}
+	if q == nil {
+		q = url.Values{}
+	}
+	q.Set("consistent", "true")
+	return q
+}
+
 func parseMeta(h http.Header) Meta {
 	var m Meta
 	m.Index, _ = strconv.ParseUint(h.Get(api.HeaderIndex), 10, 64)
 	m.KnownLeader, _ = strconv.ParseBool(h.Get(api.HeaderKnownLeader))
+	m.Consistent = h.Get(api.HeaderConsistent) == "true"
 	if ms, err := strconv.ParseInt(h.Get(api.HeaderLastContact), 10, 64); err == nil {
 		if ms < 0 {
 			m.LastContact = -1

@@ -177,6 +177,15 @@ func TestRequestShape(t *testing.T) {
 		t.Fatalf("raw = %+v", raw)
 	}
 
+	_, meta, err = c.FetchToken(ctx, "p", FetchOptions{Consistent: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(seen{"GET", "/v1/pools/p/token", "consistent=true", ""})
+	if meta.Consistent {
+		t.Fatalf("meta = %+v without %s", meta, api.HeaderConsistent)
+	}
+
 	if _, err := c.DeletePool(ctx, "p", true); err != nil {
 		t.Fatal(err)
 	}
@@ -228,5 +237,65 @@ func TestTransportErrorNamesAddress(t *testing.T) {
 	cancel()
 	if _, err := c.Health(ctx); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Health with a cancelled context = %v, want context.Canceled", err)
+	}
+}
+
+// WithConsistentReads adds ?consistent to every read of the replicated
+// state and to nothing else; Meta says when a read was consistent.
+func TestConsistentReadsOption(t *testing.T) {
+	type seen struct{ method, path, query string }
+	got := make(chan seen, 1)
+	fake := fakeAgent(t, func(w http.ResponseWriter, r *http.Request) {
+		got <- seen{r.Method, r.URL.EscapedPath(), r.URL.RawQuery}
+		if r.URL.Query().Has("consistent") {
+			w.Header().Set(api.HeaderConsistent, "true")
+		}
+		w.Header().Set(api.HeaderTokenID, "tok1")
+		switch {
+		case r.URL.Path == "/v1/events":
+			w.Write([]byte(`{"index":1,"events":[]}`))
+		case strings.HasSuffix(r.URL.Path, "/tokens") || r.URL.Path == "/v1/pools" || r.URL.Path == "/v1/members" || strings.HasPrefix(r.URL.Path, "/v1/acl/"):
+			w.Write([]byte(`[]`))
+		default:
+			w.Write([]byte(`{}`))
+		}
+	})
+	c, err := New(fake.Addr(), WithConsistentReads())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	reads := []struct {
+		call func() error
+		want seen
+	}{
+		{func() error { _, err := c.ListPools(ctx); return err }, seen{"GET", "/v1/pools", "consistent=true"}},
+		{func() error { _, err := c.GetPool(ctx, "p"); return err }, seen{"GET", "/v1/pools/p", "consistent=true"}},
+		{func() error { _, err := c.ListTokens(ctx, "p"); return err }, seen{"GET", "/v1/pools/p/tokens", "consistent=true"}},
+		{func() error { _, err := c.GetTokenInfo(ctx, "p", "t1"); return err }, seen{"GET", "/v1/pools/p/tokens/t1", "consistent=true"}},
+		{func() error {
+			_, m, err := c.FetchToken(ctx, "p", FetchOptions{Exclude: []string{"t1"}})
+			if err == nil && !m.Consistent {
+				err = errors.New("meta does not say consistent")
+			}
+			return err
+		}, seen{"GET", "/v1/pools/p/token", "consistent=true&exclude=t1"}},
+		{func() error { _, _, err := c.FetchRaw(ctx, "p", FetchOptions{}); return err }, seen{"GET", "/v1/pools/p/token", "consistent=true&format=raw"}},
+		{func() error { _, err := c.Events(ctx, EventsOptions{Since: 3}); return err }, seen{"GET", "/v1/events", "consistent=true&since=3"}},
+		{func() error { _, err := c.ACLPolicies(ctx); return err }, seen{"GET", "/v1/acl/policies", "consistent=true"}},
+		{func() error { _, err := c.ACLTokens(ctx); return err }, seen{"GET", "/v1/acl/tokens", "consistent=true"}},
+		// Not reads of the replicated state, or not reads at all.
+		{func() error { _, err := c.Members(ctx); return err }, seen{"GET", "/v1/members", ""}},
+		{func() error { _, err := c.Health(ctx); return err }, seen{"GET", "/v1/health", ""}},
+		{func() error { _, err := c.DeletePool(ctx, "p", false); return err }, seen{"DELETE", "/v1/pools/p", ""}},
+		{func() error { _, err := c.ApplyPool(ctx, "p", api.PoolRequest{}); return err }, seen{"PUT", "/v1/pools/p", ""}},
+	}
+	for _, r := range reads {
+		if err := r.call(); err != nil {
+			t.Fatalf("%+v: %v", r.want, err)
+		}
+		if s := <-got; s != r.want {
+			t.Fatalf("request = %+v, want %+v", s, r.want)
+		}
 	}
 }

@@ -14,7 +14,7 @@ import (
 // ListPools returns every pool.
 func (c *Client) ListPools(ctx context.Context) ([]api.Pool, error) {
 	var out []api.Pool
-	_, err := c.do(ctx, http.MethodGet, "/v1/pools", nil, nil, &out)
+	_, err := c.do(ctx, http.MethodGet, "/v1/pools", c.readQuery(nil), nil, &out)
 	return out, err
 }
 
@@ -25,7 +25,7 @@ func (c *Client) GetPool(ctx context.Context, name string) (api.Pool, error) {
 	if err != nil {
 		return out, err
 	}
-	_, err = c.do(ctx, http.MethodGet, path, nil, nil, &out)
+	_, err = c.do(ctx, http.MethodGet, path, c.readQuery(nil), nil, &out)
 	return out, err
 }
 
@@ -64,7 +64,7 @@ func (c *Client) ListTokens(ctx context.Context, pool string) ([]api.TokenInfo, 
 	if err != nil {
 		return nil, err
 	}
-	_, err = c.do(ctx, http.MethodGet, path+"/tokens", nil, nil, &out)
+	_, err = c.do(ctx, http.MethodGet, path+"/tokens", c.readQuery(nil), nil, &out)
 	return out, err
 }
 
@@ -75,7 +75,7 @@ func (c *Client) GetTokenInfo(ctx context.Context, pool, id string) (api.TokenIn
 	if err != nil {
 		return out, err
 	}
-	_, err = c.do(ctx, http.MethodGet, path, nil, nil, &out)
+	_, err = c.do(ctx, http.MethodGet, path, c.readQuery(nil), nil, &out)
 	return out, err
 }
 
@@ -110,6 +110,9 @@ type FetchOptions struct {
 	// the fetch until the first comes back, if that is within Wait (at most
 	// api.MaxFetchWait). Zero answers all_cooling_down at once.
 	Wait time.Duration
+	// Consistent makes this fetch a consistent read (WithConsistentReads):
+	// it selects from a state that holds every write committed before it.
+	Consistent bool
 }
 
 func (o FetchOptions) query(format string) url.Values {
@@ -123,7 +126,7 @@ func (o FetchOptions) query(format string) url.Values {
 	if o.Wait != 0 {
 		q.Set("wait", o.Wait.String())
 	}
-	return q
+	return withConsistent(q, o.Consistent)
 }
 
 // FetchToken returns the token the agent serves from pool now, and how
@@ -134,7 +137,7 @@ func (c *Client) FetchToken(ctx context.Context, pool string, opts FetchOptions)
 	if err != nil {
 		return out, Meta{}, err
 	}
-	resp, err := c.send(ctx, request{method: http.MethodGet, path: path + "/token", query: opts.query(""), out: &out})
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: path + "/token", query: c.readQuery(opts.query("")), out: &out})
 	if err != nil {
 		return out, Meta{}, err
 	}
@@ -155,7 +158,7 @@ func (c *Client) FetchRaw(ctx context.Context, pool string, opts FetchOptions) (
 	if err != nil {
 		return RawToken{}, Meta{}, err
 	}
-	resp, err := c.send(ctx, request{method: http.MethodGet, path: path + "/token", query: opts.query("raw")})
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: path + "/token", query: c.readQuery(opts.query("raw"))})
 	if err != nil {
 		return RawToken{}, Meta{}, err
 	}
@@ -248,7 +251,7 @@ func (c *Client) Events(ctx context.Context, opts EventsOptions) (api.Events, er
 	if opts.Limit != 0 {
 		q.Set("limit", strconv.Itoa(opts.Limit))
 	}
-	_, err := c.send(ctx, request{method: http.MethodGet, path: "/v1/events", query: q, out: &out})
+	_, err := c.send(ctx, request{method: http.MethodGet, path: "/v1/events", query: c.readQuery(q), out: &out})
 	return out, err
 }
 
@@ -367,7 +370,7 @@ func (c *Client) ACLBootstrap(ctx context.Context) (api.ACLTokenSecret, error) {
 // ACLPolicies lists the ACL policies.
 func (c *Client) ACLPolicies(ctx context.Context) ([]api.ACLPolicy, error) {
 	var out []api.ACLPolicy
-	_, err := c.do(ctx, http.MethodGet, "/v1/acl/policies", nil, nil, &out)
+	_, err := c.do(ctx, http.MethodGet, "/v1/acl/policies", c.readQuery(nil), nil, &out)
 	return out, err
 }
 
@@ -388,7 +391,7 @@ func (c *Client) ACLPolicyDelete(ctx context.Context, name string) (api.WriteRes
 // ACLTokens lists the ACL tokens, without their secrets.
 func (c *Client) ACLTokens(ctx context.Context) ([]api.ACLToken, error) {
 	var out []api.ACLToken
-	_, err := c.do(ctx, http.MethodGet, "/v1/acl/tokens", nil, nil, &out)
+	_, err := c.do(ctx, http.MethodGet, "/v1/acl/tokens", c.readQuery(nil), nil, &out)
 	return out, err
 }
 

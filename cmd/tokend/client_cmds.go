@@ -24,6 +24,15 @@ type clientOpts struct {
 	token string
 	json  bool
 	tls   client.TLS
+	// consistent is --consistent, which read commands take.
+	consistent bool
+}
+
+// consistentFlag gives a read command --consistent.
+func (o *clientOpts) consistentFlag(cmd *cobra.Command) *cobra.Command {
+	cmd.Flags().BoolVar(&o.consistent, "consistent", false,
+		"read only once the leader confirms that the agent holds every write committed before the request (a quorum round trip; fails without a leader instead of answering from the agent's local state)")
+	return cmd
 }
 
 // addClientCommands registers the commands that talk to an agent.
@@ -63,7 +72,11 @@ func (o *clientOpts) client() (*client.Client, error) {
 	if addr == "" {
 		addr, from = client.DefaultAddress(t), "default address"
 	}
-	c, err := client.New(addr, client.WithTLS(t))
+	opts := []client.Option{client.WithTLS(t)}
+	if o.consistent {
+		opts = append(opts, client.WithConsistentReads())
+	}
+	c, err := client.New(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", from, err)
 	}

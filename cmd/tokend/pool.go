@@ -293,7 +293,7 @@ func position(data []byte, offset int64) string {
 }
 
 func newPoolListCmd(o *clientOpts) *cobra.Command {
-	return &cobra.Command{
+	return o.consistentFlag(&cobra.Command{
 		Use:   "list",
 		Short: "List pools",
 		Args:  exactArgs(),
@@ -314,11 +314,11 @@ func newPoolListCmd(o *clientOpts) *cobra.Command {
 				return tw.Flush()
 			})
 		},
-	}
+	})
 }
 
 func newPoolShowCmd(o *clientOpts) *cobra.Command {
-	return &cobra.Command{
+	return o.consistentFlag(&cobra.Command{
 		Use:   "show NAME",
 		Short: "Show one pool",
 		Args:  exactArgs("NAME"),
@@ -340,7 +340,7 @@ func newPoolShowCmd(o *clientOpts) *cobra.Command {
 				return tw.Flush()
 			})
 		},
-	}
+	})
 }
 
 func newPoolDeleteCmd(o *clientOpts) *cobra.Command {

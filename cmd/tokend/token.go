@@ -146,7 +146,7 @@ func readValue(from string, r io.Reader) (string, error) {
 }
 
 func newTokenListCmd(o *clientOpts) *cobra.Command {
-	return &cobra.Command{
+	return o.consistentFlag(&cobra.Command{
 		Use:   "list POOL",
 		Short: "List a pool's tokens (never their values)",
 		Long: `List a pool's tokens, never their values. OK and ERR count the ok and the
@@ -179,7 +179,7 @@ the latency of the last ok report that gave one.`,
 				return tw.Flush()
 			})
 		},
-	}
+	})
 }
 
 func newTokenGetCmd(o *clientOpts) *cobra.Command {
@@ -194,7 +194,10 @@ func newTokenGetCmd(o *clientOpts) *cobra.Command {
 		Long: `Fetch the token the agent serves from a pool now, as a program would. With
 --raw only the value is printed, followed by a newline. With --wait, when
 every usable token is cooling down, the agent holds the fetch until the
-first comes back, if that is within the wait (at most ` + api.MaxFetchWait.String() + `).`,
+first comes back, if that is within the wait (at most ` + api.MaxFetchWait.String() + `). With
+--consistent the agent first waits until it holds every write committed
+before the request, as the leader confirms, so a token removed or failed
+before it is never served.`,
 		Args: exactArgs("POOL"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if raw && o.json {
@@ -239,7 +242,7 @@ first comes back, if that is within the wait (at most ` + api.MaxFetchWait.Strin
 	cmd.Flags().BoolVar(&raw, "raw", false, "print only the value")
 	cmd.Flags().StringSliceVar(&exclude, "exclude", nil, "token id not to serve; repeatable")
 	cmd.Flags().DurationVar(&wait, "wait", 0, "if every usable token is cooling down, wait up to this long (such as 10s) for one")
-	return cmd
+	return o.consistentFlag(cmd)
 }
 
 // warnStale tells stderr when the answer came from an agent cut off from
