@@ -120,7 +120,43 @@ func testMinority(t *testing.T, c *Cluster, f *Fault) {
 		return nil
 	})
 	t.Logf("the minority knows no leader %s after the cut; applied %v", time.Since(start).Round(time.Millisecond), applied)
+	// Consistent reads on the minority, asked while the probes wait, are
+	// refused, never answered stale.
+	type answer struct {
+		n    *Node
+		r    response
+		err  error
+		took time.Duration
+	}
+	reads := make(chan answer, len(minority))
+	for _, n := range minority {
+		go func() {
+			begin := time.Now()
+			r, err := c.do(ctx, n, writeTimeout, "GET", "/v1/pools/"+writePool+"/tokens?consistent", nil)
+			reads <- answer{n, r, err, time.Since(begin)}
+		}()
+	}
 	probes := c.probe(t, minority, 2)
+	for range minority {
+		a := <-reads
+		if a.err != nil || a.r.status != http.StatusServiceUnavailable {
+			t.Errorf("consistent read on %s in the minority: %d %s (%v); want 503", a.n, a.r.status, a.r.body, a.err)
+			continue
+		}
+		t.Logf("consistent read on %s in the minority: 503 %s after %s", a.n, a.r.code(), a.took.Round(time.Millisecond))
+	}
+	// On the majority, a consistent read anywhere sees a write just
+	// acknowledged through another of its nodes.
+	last := c.add(ctx, majority[0], 0, false)
+	if !last.acked() {
+		t.Fatalf("write through the majority: %s", last)
+	}
+	for _, n := range majority {
+		r, err := c.do(ctx, n, writeTimeout, "GET", "/v1/pools/"+writePool+"/tokens/"+last.token+"?consistent", nil)
+		if err != nil || r.status != http.StatusOK {
+			t.Errorf("consistent read on %s in the majority of %s, acknowledged through %s: %d %s (%v)", n, last.token, last.node, r.status, r.body, err)
+		}
+	}
 	for _, n := range minority {
 		h, err := c.Health(ctx, n)
 		if err != nil {
