@@ -135,6 +135,7 @@ func New(cfg Config) (*Agent, error) {
 	a.cluster.HandleLeader(leaderAlerts, a.alerter.handle)
 	a.registerKeyringHandlers()
 	a.registerGossipKeyringHandlers()
+	a.registerSnapshotHandlers()
 	a.monitor.cluster = a.cluster
 	// The state restored from the data dir tells whether this agent was
 	// given the cluster's keys; find out now, not at the first fetch.

@@ -1,6 +1,10 @@
 package agent
 
-import "context"
+import (
+	"context"
+
+	"github.com/tokend/tokend/tokens"
+)
 
 // Names of leader RPCs, for tests that play another agent.
 const (
@@ -21,3 +25,16 @@ func (a *Agent) BlockApply() (release func()) { return a.cluster.BlockApply() }
 // Isolate cuts this agent off from every other agent's Raft and RPC, or
 // heals it (cluster.Isolate): a network partition.
 func (a *Agent) Isolate(on bool) { a.cluster.Isolate(on) }
+
+// InstallKeyLocally adds a key to this agent's keyring only, as if only it
+// had been given the key.
+func (a *Agent) InstallKeyLocally(key string) error {
+	raw, err := tokens.ParseKey(key)
+	if err != nil {
+		return err
+	}
+	return a.keys.change(func(kr *tokens.Keyring) (*tokens.Keyring, error) {
+		next, _, err := kr.With(raw)
+		return next, err
+	})
+}

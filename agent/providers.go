@@ -72,8 +72,8 @@ type builtProvider struct {
 	Revoker  tokens.Revoker
 }
 
-// providerCache keeps each pool's provider until the pool's spec changes,
-// so HTTP clients and their connections are reused.
+// providerCache keeps each pool's provider until the pool's definition
+// changes, so HTTP clients and their connections are reused.
 type providerCache struct {
 	factory ProviderFactory
 	keys    *keyring
@@ -82,9 +82,13 @@ type providerCache struct {
 }
 
 type cachedProvider struct {
-	modifyIndex uint64
-	built       builtProvider
-	err         error
+	// pool is the definition it was built from. A definition is never
+	// changed in place, so another pointer is another definition — even
+	// with the same ModifyIndex, when a restored snapshot (possibly
+	// another cluster's) replaced the state.
+	pool  *tokens.Pool
+	built builtProvider
+	err   error
 }
 
 func newProviderCache(factory ProviderFactory, keys *keyring) *providerCache {
@@ -94,7 +98,7 @@ func newProviderCache(factory ProviderFactory, keys *keyring) *providerCache {
 func (c *providerCache) get(p *tokens.Pool) (builtProvider, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cp, ok := c.pools[p.Name]; ok && cp.modifyIndex == p.ModifyIndex {
+	if cp, ok := c.pools[p.Name]; ok && cp.pool == p {
 		return cp.built, cp.err
 	}
 	spec, err := c.keys.openSpec(p.Name, p.Provider)
@@ -113,6 +117,6 @@ func (c *providerCache) get(p *tokens.Pool) (builtProvider, error) {
 			}
 		}
 	}
-	c.pools[p.Name] = cachedProvider{modifyIndex: p.ModifyIndex, built: built, err: err}
+	c.pools[p.Name] = cachedProvider{pool: p, built: built, err: err}
 	return built, err
 }

@@ -214,6 +214,11 @@ func TestACLEveryEndpoint(t *testing.T) {
 		{"events, consistent", func(*testing.T, int) row { return row{"GET", "/v1/events?consistent", nil, "operator", 200, 0} }},
 		{"policy list, consistent", func(*testing.T, int) row { return row{"GET", "/v1/acl/policies?consistent", nil, "operator", 200, 0} }},
 		{"token self, consistent", func(*testing.T, int) row { return row{"GET", "/v1/acl/token/self?consistent", nil, "any", 200, 400} }},
+		{"snapshot save", func(*testing.T, int) row { return row{"GET", "/v1/snapshot", nil, "operator", 200, 0} }},
+		{"snapshot restore", func(*testing.T, int) row {
+			// Authorized, then refused: not a snapshot file.
+			return row{"PUT", "/v1/snapshot", "not a snapshot", "operator", 400, 0}
+		}},
 	}
 	lacking := map[string]string{"read": "no-read", "report": "no-report", "write": "no-write", "view": "no-view", "operator": "no-op"}
 	holding := map[string]string{"read": "read", "report": "report", "write": "write", "view": "read", "operator": "operator", "any": "elsewhere"}

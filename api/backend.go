@@ -74,6 +74,15 @@ type Backend interface {
 	// ACLTokenCreate creates a token with a new secret, returned once.
 	ACLTokenCreate(ctx context.Context, description string, policies []string) (ACLTokenSecret, error)
 	ACLTokenDelete(ctx context.Context, accessor string) (uint64, error)
+	// SaveSnapshot returns the leader's state as it is now, as the
+	// payload of a snapshot file, and the file's header. It refuses while
+	// any secret in the state is not sealed, so a file never holds one.
+	SaveSnapshot(ctx context.Context) (SnapshotInfo, []byte, error)
+	// RestoreSnapshot makes a snapshot file's state the state of every
+	// agent, through the leader, once it has checked all of it: every
+	// record, and that every agent's keyring opens every sealed value.
+	// Anything it refuses changes nothing.
+	RestoreSnapshot(ctx context.Context, file *SnapshotFile) (SnapshotRestored, error)
 	// Audit records a denied request or an admin action; AuditLog returns
 	// the newest limit of them, oldest first.
 	Audit(e AuditEvent)

@@ -20,7 +20,8 @@ import (
 // credential they are sent back in their error answers, ACL tokens, and
 // denied requests carrying wrong secrets; then it reads everything the
 // agent shows — every listing, events, alerts, metrics, the audit log, ACL
-// listings, the keyring — and its log, and searches them for every secret.
+// listings, the keyring, a snapshot file — and its log, and searches them
+// for every secret.
 // Only a fetch may show a token value, and only the ACL token's creation its
 // secret.
 func TestCanariesNeverLeak(t *testing.T) {
@@ -124,7 +125,7 @@ func TestCanariesNeverLeak(t *testing.T) {
 			"/v1/pools", "/v1/pools/acl-static", "/v1/pools/acl-oauth", "/v1/pools/acl-multi", "/v1/pools/acl-http",
 			"/v1/pools/acl-static/tokens", "/v1/pools/acl-static/tokens/" + ids[0], "/v1/pools/acl-oauth/tokens",
 			"/v1/events", "/v1/alerts", "/v1/metrics", "/v1/health", "/v1/members", "/v1/status/peers",
-			"/v1/operator/keyring", "/v1/acl/policies", "/v1/acl/tokens", "/v1/audit",
+			"/v1/operator/keyring", "/v1/acl/policies", "/v1/acl/tokens", "/v1/audit", "/v1/snapshot",
 		} {
 			do(c, http.MethodGet, path, nil, http.StatusOK)
 		}

@@ -91,6 +91,8 @@ func NewHandler(b Backend, logger hclog.Logger, opts Options) http.Handler {
 	route("/v1/acl/tokens/{accessor}", map[string]endpoint{"GET": read(s.aclToken, accessOperator), "DELETE": write(s.aclTokenDelete, accessOperator)})
 	route("/v1/acl/token/self", map[string]endpoint{"GET": read(s.aclTokenSelf, accessAny)})
 	route("/v1/audit", map[string]endpoint{"GET": read(s.auditLog, accessOperator)})
+	// Saving a backup is audited like a write: it copies the whole state.
+	route("/v1/snapshot", map[string]endpoint{"GET": write(s.snapshotSave, accessOperator), "PUT": write(s.snapshotRestore, accessOperator)})
 	notFound := s.wrap(read(func(w http.ResponseWriter, r *http.Request) error {
 		return &statusError{http.StatusNotFound, tokens.CodeNotFound, fmt.Sprintf("no such endpoint: %s", r.URL.Path)}
 	}, accessOpen))

@@ -40,7 +40,11 @@ type StateMachine interface {
 	// Snapshot must be quick; the returned WriterTo does the I/O and may run
 	// concurrently with Apply.
 	Snapshot() (io.WriterTo, error)
-	Restore(r io.Reader) error
+	// Restore replaces the state with a snapshot's. index is the Raft
+	// index the snapshot stands for, and becomes AppliedIndex: after an
+	// operator's restore (snapshot_ops.go) that is not the index the
+	// snapshot was taken at.
+	Restore(r io.Reader, index uint64) error
 	AppliedIndex() uint64
 }
 
@@ -77,6 +81,7 @@ type Cluster struct {
 	rpcClient    *http.Client
 	handlersMu   sync.RWMutex
 	handlers     map[string]LeaderHandler
+	callOpts     map[string]CallOptions
 	nodeHandlers map[string]LeaderHandler
 
 	leaderNotify chan bool
@@ -86,7 +91,11 @@ type Cluster struct {
 	barrierDone *notifier
 	// transfers counts the starts and ends of leadership transfers: odd
 	// while one runs. The leader answers no read index meanwhile.
-	transfers  atomic.Uint64
+	transfers atomic.Uint64
+	// dutiesCh pauses and resumes the leader's tasks (leader.go).
+	dutiesCh chan dutiesRequest
+	// restoreMu lets one operator's restore run at a time.
+	restoreMu  sync.Mutex
 	shutdownCh chan struct{}
 	// ctx ends at shutdown; background RPCs use it.
 	ctx          context.Context
@@ -110,6 +119,7 @@ func New(cfg Config, sm StateMachine) (*Cluster, error) {
 		reconcileCh:  make(chan struct{}, 1),
 		leaderNotify: make(chan bool, 10),
 		barrierDone:  newNotifier(),
+		dutiesCh:     make(chan dutiesRequest),
 		shutdownCh:   make(chan struct{}),
 	}
 	c.HandleLeader(leaderReadIndex, c.serveReadIndex)
@@ -177,7 +187,7 @@ func (c *Cluster) setupRaft() error {
 	)
 	if c.cfg.DataDir == "" {
 		store := raft.NewInmemStore()
-		logs, stable, snaps = store, store, raft.NewInmemSnapshotStore()
+		logs, stable, snaps = store, store, indexedSnapshots{raft.NewInmemSnapshotStore()}
 	} else {
 		dir := filepath.Join(c.cfg.DataDir, "raft")
 		if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -200,9 +210,11 @@ func (c *Cluster) setupRaft() error {
 		if err != nil {
 			return fmt.Errorf("open snapshot store: %w", err)
 		}
-		if snaps, err = newPrivateSnapshots(files, dir); err != nil {
+		private, err := newPrivateSnapshots(files, dir)
+		if err != nil {
 			return fmt.Errorf("restrict snapshot files: %w", err)
 		}
+		snaps = indexedSnapshots{private}
 		if c.appliedIdx, err = openAppliedIndex(filepath.Join(dir, appliedIndexFile)); err != nil {
 			return fmt.Errorf("open applied index: %w", err)
 		}
@@ -458,7 +470,7 @@ func (f *raftFSM) Snapshot() (raft.FSMSnapshot, error) {
 
 func (f *raftFSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
-	err := f.sm.Restore(rc)
+	err := f.sm.Restore(rc, snapshotIndex(rc))
 	f.applied.notify()
 	return err
 }

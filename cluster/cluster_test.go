@@ -57,7 +57,7 @@ func (s *counterSM) Snapshot() (io.WriterTo, error) {
 	return bytes.NewBuffer(b), nil
 }
 
-func (s *counterSM) Restore(r io.Reader) error {
+func (s *counterSM) Restore(r io.Reader, index uint64) error {
 	var b [16]byte
 	if _, err := io.ReadFull(r, b[:]); err != nil {
 		return err
@@ -65,7 +65,10 @@ func (s *counterSM) Restore(r io.Reader) error {
 	s.mu.Lock()
 	s.sum = binary.BigEndian.Uint64(b[:8])
 	s.mu.Unlock()
-	s.applied.Store(binary.BigEndian.Uint64(b[8:]))
+	if index == 0 {
+		index = binary.BigEndian.Uint64(b[8:])
+	}
+	s.applied.Store(index)
 	return nil
 }
 

@@ -145,7 +145,7 @@ func (c *Cluster) replayCommitted(logs raft.LogStore, stable raft.StableStore, s
 			c.logger.Warn("cannot open snapshot; trying an older one", "snapshot", meta.ID, "error", err)
 			continue
 		}
-		err = c.sm.Restore(rc)
+		err = c.sm.Restore(rc, meta.Index)
 		rc.Close()
 		if err != nil {
 			c.logger.Warn("cannot restore snapshot; trying an older one", "snapshot", meta.ID, "error", err)

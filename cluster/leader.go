@@ -4,18 +4,32 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"github.com/tokend/tokend/tokens"
 )
 
 // monitorLeadership consumes Raft's leadership notifications and runs
 // leaderLoop for exactly as long as this agent leads. When leadership is lost
 // it cancels the leader's tasks and waits for all of them before it reads the
 // next notification, so two generations of leader tasks never overlap on one
-// agent.
+// agent. An operator's restore pauses the tasks the same way while the state
+// is replaced (pauseDuties), and they start afresh, after a Barrier, on the
+// restored state.
 func (c *Cluster) monitorLeadership() {
 	var (
-		stop func()
-		wg   sync.WaitGroup
+		stop   func()
+		wg     sync.WaitGroup
+		paused bool
 	)
+	start := func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		stop = cancel
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.leaderLoop(ctx)
+		}()
+	}
 	revoke := func() {
 		// Read indexes waiting for this term's barrier give up.
 		c.barrierDone.notify()
@@ -33,21 +47,60 @@ func (c *Cluster) monitorLeadership() {
 				revoke()
 				continue
 			}
-			if stop != nil {
+			if stop != nil || paused {
 				continue
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			stop = cancel
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c.leaderLoop(ctx)
-			}()
+			start()
+		case req := <-c.dutiesCh:
+			if req.pause {
+				revoke()
+				paused = true
+			} else {
+				paused = false
+				if stop == nil && c.IsLeader() {
+					start()
+				}
+			}
+			close(req.done)
 		case <-c.shutdownCh:
 			revoke()
 			return
 		}
 	}
+}
+
+// dutiesRequest pauses or resumes the leader's tasks.
+type dutiesRequest struct {
+	pause bool
+	done  chan struct{}
+}
+
+// pauseDuties stops the leader's tasks and waits until every one has
+// returned; until resumeDuties, none starts, even if this agent wins an
+// election meanwhile.
+func (c *Cluster) pauseDuties() error { return c.duties(true) }
+
+// resumeDuties lets the leader's tasks run again: at once if this agent
+// leads, after a Barrier.
+func (c *Cluster) resumeDuties() error { return c.duties(false) }
+
+func (c *Cluster) duties(pause bool) error {
+	req := dutiesRequest{pause: pause, done: make(chan struct{})}
+	select {
+	case c.dutiesCh <- req:
+	case <-c.shutdownCh:
+		return errShuttingDown()
+	}
+	select {
+	case <-req.done:
+		return nil
+	case <-c.shutdownCh:
+		return errShuttingDown()
+	}
+}
+
+func errShuttingDown() error {
+	return tokens.Errorf(tokens.CodeUnavailable, "the agent is shutting down")
 }
 
 // leaderLoop waits for a Barrier, so that every entry committed by earlier

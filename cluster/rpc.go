@@ -49,6 +49,7 @@ func (c *Cluster) setupRPC() {
 	mux.HandleFunc("GET /rpc/status", c.handleStatus)
 	mux.HandleFunc("POST /rpc/leader/{name}", c.handleLeaderCall)
 	mux.HandleFunc("POST /rpc/node/{name}", c.handleNodeCall)
+	mux.HandleFunc("GET /rpc/snapshot", c.handleSnapshot)
 	c.rpcServer = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -166,12 +167,41 @@ type LeaderHandler func(ctx context.Context, body []byte) ([]byte, error)
 // HandleLeader registers h as the leader's handler for name. Register every
 // handler before the agent starts serving.
 func (c *Cluster) HandleLeader(name string, h LeaderHandler) {
+	c.HandleLeaderWith(name, CallOptions{}, h)
+}
+
+// CallOptions adjust one named call, for the few that carry more than an
+// entry or run longer than a write (an operator's restore).
+type CallOptions struct {
+	// MaxBody bounds the request body; at least 4 MiB.
+	MaxBody int64
+	// Timeout bounds the call, on both ends; at least ApplyTimeout.
+	Timeout time.Duration
+}
+
+// HandleLeaderWith is HandleLeader with options, which every agent must
+// register alike: the caller's side reads them too.
+func (c *Cluster) HandleLeaderWith(name string, opts CallOptions, h LeaderHandler) {
 	c.handlersMu.Lock()
 	defer c.handlersMu.Unlock()
 	if c.handlers == nil {
 		c.handlers = map[string]LeaderHandler{}
 	}
+	if c.callOpts == nil {
+		c.callOpts = map[string]CallOptions{}
+	}
 	c.handlers[name] = h
+	c.callOpts[name] = opts
+}
+
+// callOptions returns name's options with the defaults filled in.
+func (c *Cluster) callOptions(name string) CallOptions {
+	c.handlersMu.RLock()
+	o := c.callOpts[name]
+	c.handlersMu.RUnlock()
+	o.MaxBody = max(o.MaxBody, maxRPCEntry)
+	o.Timeout = max(o.Timeout, c.cfg.Timing.ApplyTimeout)
+	return o
 }
 
 func (c *Cluster) leaderHandler(name string) (LeaderHandler, error) {
@@ -188,7 +218,7 @@ func (c *Cluster) leaderHandler(name string) (LeaderHandler, error) {
 // leads, otherwise over RPC, once. It waits up to LeaderWait for an
 // election.
 func (c *Cluster) CallLeader(ctx context.Context, name string, body []byte) ([]byte, error) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timing.ApplyTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.callOptions(name).Timeout)
 	defer cancel()
 	addr, err := c.waitForLeader(ctx)
 	if err != nil {
@@ -233,18 +263,22 @@ func (c *Cluster) handleNodeCall(w http.ResponseWriter, r *http.Request) {
 // leaderOnly.
 func (c *Cluster) serveCall(w http.ResponseWriter, r *http.Request, lookup func(string) (LeaderHandler, error), leaderOnly bool) {
 	var resp leaderCallResponse
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxRPCEntry+1))
+	opts := CallOptions{MaxBody: maxRPCEntry, Timeout: c.cfg.Timing.ApplyTimeout}
+	if leaderOnly {
+		opts = c.callOptions(r.PathValue("name"))
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, opts.MaxBody+1))
 	switch {
 	case err != nil:
 		resp.Error = &rpcError{Code: tokens.CodeUnavailable, Message: "read request: " + err.Error()}
-	case len(body) > maxRPCEntry:
+	case int64(len(body)) > opts.MaxBody:
 		resp.Error = &rpcError{Code: tokens.CodeInvalid, Message: "request is too large"}
 	case leaderOnly && !c.IsLeader():
 		resp.Error = &rpcError{Code: tokens.CodeNoLeader, Message: "the request reached a server that is no longer the leader"}
 	default:
 		var h LeaderHandler
 		if h, err = lookup(r.PathValue("name")); err == nil {
-			ctx, cancel := context.WithTimeout(r.Context(), c.cfg.Timing.ApplyTimeout)
+			ctx, cancel := context.WithTimeout(r.Context(), opts.Timeout)
 			resp.Result, err = h(ctx, body)
 			cancel()
 		}

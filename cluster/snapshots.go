@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -61,4 +62,44 @@ func restrictTree(root string) error {
 		}
 		return os.Chmod(path, mode)
 	})
+}
+
+// indexedSnapshots tells the state machine the Raft index of each snapshot
+// it restores. raft.FSM.Restore gets a bare stream, and the index in the
+// stream's own header is not the one Raft installs it at after an
+// operator's restore (snapshot_ops.go). Raft opens the stream from this
+// store right before it restores it — on a follower installing the
+// leader's snapshot, on the leader installing an operator's, and at start —
+// so every stream this store opens carries its snapshot's index, and
+// raftFSM.Restore finds it under raft's own wrappers.
+type indexedSnapshots struct{ raft.SnapshotStore }
+
+func (s indexedSnapshots) Open(id string) (*raft.SnapshotMeta, io.ReadCloser, error) {
+	meta, rc, err := s.SnapshotStore.Open(id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return meta, &indexedReader{ReadCloser: rc, index: meta.Index}, nil
+}
+
+// indexedReader is a snapshot's stream and the Raft index of the snapshot.
+type indexedReader struct {
+	io.ReadCloser
+	index uint64
+}
+
+// snapshotIndex returns the Raft index of the snapshot rc reads, unwrapping
+// what raft wraps it in; 0 (the stream header's index) for a stream that
+// did not come from indexedSnapshots.
+func snapshotIndex(rc io.ReadCloser) uint64 {
+	for {
+		switch r := rc.(type) {
+		case *indexedReader:
+			return r.index
+		case raft.ReadCloserWrapper:
+			rc = r.WrappedReadCloser()
+		default:
+			return 0
+		}
+	}
 }

@@ -35,6 +35,10 @@ const (
 	// AuthorizedType wraps a client's command with the ACL token it came
 	// with; Apply checks the token before it applies the command.
 	AuthorizedType MessageType = 20
+	// SnapshotRestoredType records, right after Raft installed an
+	// operator's snapshot on every agent, that it did so. It only adds an
+	// event, so an older agent may skip it.
+	SnapshotRestoredType MessageType = IgnoreUnknownTypeFlag | 21
 )
 
 // IgnoreUnknownTypeFlag marks a type that an older agent may skip safely. A
@@ -84,6 +88,8 @@ func (t MessageType) String() string {
 		return "ACLTokenDelete"
 	case AuthorizedType:
 		return "Authorized"
+	case SnapshotRestoredType:
+		return "SnapshotRestored"
 	}
 	return fmt.Sprintf("MessageType(%d)", uint8(t))
 }
@@ -252,6 +258,20 @@ type ACLPolicyUpsertRequest struct {
 type ACLNameRequest struct {
 	Name string    `json:"name"`
 	At   time.Time `json:"at"`
+}
+
+// SnapshotRestoredRequest says which snapshot replaced the state: where it
+// was taken (its Raft index and term in the cluster it came from, the agent
+// that saved it and when) and what it held, and who restored it.
+type SnapshotRestoredRequest struct {
+	FromIndex uint64    `json:"from_index"`
+	FromTerm  uint64    `json:"from_term"`
+	SavedAt   time.Time `json:"saved_at"`
+	SavedBy   string    `json:"saved_by"`
+	Pools     int       `json:"pools"`
+	Tokens    int       `json:"tokens"`
+	By        string    `json:"by"`
+	At        time.Time `json:"at"`
 }
 
 // AuthorizedRequest is a client's command and the hash of the ACL token's

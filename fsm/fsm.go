@@ -136,6 +136,8 @@ func (f *FSM) runEntry(logger hclog.Logger, s *State, index uint64, entry []byte
 		apply = applyACLTokenCreate
 	case ACLTokenDeleteType:
 		apply = applyACLTokenDelete
+	case SnapshotRestoredType:
+		apply = applySnapshotRestored
 	case AuthorizedType:
 		if nested {
 			return nil, nil, f.corrupt(index, t, fmt.Errorf("an authorized entry inside another"))

@@ -697,7 +697,7 @@ func TestConcurrentReaders(t *testing.T) {
 	}
 	empty := snapshotBytes(t, New(nil))
 	for range 20 {
-		if err := h.f.Restore(bytes.NewReader(empty)); err != nil {
+		if err := h.f.Restore(bytes.NewReader(empty), 0); err != nil {
 			t.Fatal(err)
 		}
 		for _, e := range entries {

@@ -140,7 +140,7 @@ func FuzzApply(f *testing.F) {
 		// Whatever Apply accepted must survive a snapshot: an agent that
 		// cannot write or restore its snapshot cannot compact its log.
 		c := New(nil)
-		if err := c.Restore(bytes.NewReader(snapA)); err != nil {
+		if err := c.Restore(bytes.NewReader(snapA), 0); err != nil {
 			t.Fatalf("Restore of the snapshot: %v\n%s", err, snapA)
 		}
 		if snapC := snapshotBytes(t, c); !bytes.Equal(snapC, snapA) {
@@ -246,7 +246,7 @@ func FuzzRestore(f *testing.F) {
 		sm := restoreInto(t, good) // an agent that holds some state
 		before, frozen, index := sm.State(), freeze(sm.State()), sm.AppliedIndex()
 		events := eventsOf(sm)
-		if err := sm.Restore(bytes.NewReader(data)); err != nil {
+		if err := sm.Restore(bytes.NewReader(data), 0); err != nil {
 			if sm.State() != before || !reflect.DeepEqual(freeze(before), frozen) {
 				t.Fatalf("rejected Restore (%v) changed the state", err)
 			}
@@ -265,7 +265,7 @@ func FuzzRestore(f *testing.F) {
 		// A restored state snapshots and restores to itself.
 		snap := snapshotBytes(t, sm)
 		g := New(nil)
-		if err := g.Restore(bytes.NewReader(snap)); err != nil {
+		if err := g.Restore(bytes.NewReader(snap), 0); err != nil {
 			t.Fatalf("Restore of a restored state's snapshot: %v\n%s", err, snap)
 		}
 		if again := snapshotBytes(t, g); !bytes.Equal(again, snap) {

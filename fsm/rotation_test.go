@@ -930,7 +930,7 @@ func TestRotationSnapshotRoundTrip(t *testing.T) {
 		t.Errorf("snapshot holds %d statuses, want p's only:\n%s", n, snap)
 	}
 	g := newHarness(t)
-	if err := g.f.Restore(bytes.NewReader(snap)); err != nil {
+	if err := g.f.Restore(bytes.NewReader(snap), 0); err != nil {
 		t.Fatal(err)
 	}
 	g.index = g.f.AppliedIndex()

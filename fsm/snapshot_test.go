@@ -28,7 +28,7 @@ func applyAll(t testing.TB, entries [][]byte) *harness {
 func restoreInto(t testing.TB, snap []byte) *FSM {
 	t.Helper()
 	f := New(nil)
-	if err := f.Restore(bytes.NewReader(snap)); err != nil {
+	if err := f.Restore(bytes.NewReader(snap), 0); err != nil {
 		t.Fatalf("Restore: %v\n%s", err, snap)
 	}
 	return f
@@ -253,7 +253,7 @@ func TestRestoreReplacesState(t *testing.T) {
 	frozen := freeze(held)
 	heldEvents, _ := h.f.Events(0, tokens.MaxEvents)
 	frozenEvents := slices.Clone(heldEvents)
-	if err := h.f.Restore(bytes.NewReader(snap)); err != nil {
+	if err := h.f.Restore(bytes.NewReader(snap), 0); err != nil {
 		t.Fatal(err)
 	}
 	// The event log is the snapshot's too, not the old one with it.
@@ -312,7 +312,7 @@ func priorState(t *testing.T) *harness {
 		`{"type":"event","event":{"index":40,"at":"2030-01-02T03:04:05Z","type":"pool_applied","pool":"older"}}`,
 		`{"type":"end","count":3}`,
 	}, "\n")
-	if err := h.f.Restore(strings.NewReader(prior)); err != nil {
+	if err := h.f.Restore(strings.NewReader(prior), 0); err != nil {
 		t.Fatal(err)
 	}
 	h.index = h.f.AppliedIndex()
@@ -432,7 +432,7 @@ func TestRestoreRejects(t *testing.T) {
 			h := priorState(t)
 			before, frozen, index := h.f.State(), freeze(h.f.State()), h.f.AppliedIndex()
 			beforeEvents := eventsOf(h.f)
-			err := h.f.Restore(strings.NewReader(tt.input))
+			err := h.f.Restore(strings.NewReader(tt.input), 0)
 			if err == nil {
 				t.Fatalf("Restore accepted:\n%s", tt.input)
 			}
@@ -472,7 +472,7 @@ func TestRestoreRejects(t *testing.T) {
 		"rotations and status": join(one(header), one(status), body[1:3], one(rot, rotation("rot_2", "github")), body[3:], one(rotation("rot_1", "openai")), events, endCount(n+3)),
 	} {
 		h := priorState(t)
-		if err := h.f.Restore(strings.NewReader(input)); err != nil {
+		if err := h.f.Restore(strings.NewReader(input), 0); err != nil {
 			t.Fatalf("Restore of the %s snapshot: %v", name, err)
 		}
 		want := eventView{}
@@ -599,7 +599,7 @@ func TestRestoreVersion1Golden(t *testing.T) {
 	// a version 1 snapshot has none, so they are all gone afterwards, and
 	// no event counts as dropped.
 	got := applyAll(t, everyCommand(t)).f
-	if err := got.Restore(bytes.NewReader(golden)); err != nil {
+	if err := got.Restore(bytes.NewReader(golden), 0); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(freeze(got.State()), freeze(want.State())) || got.AppliedIndex() != want.AppliedIndex() {
@@ -631,7 +631,7 @@ func TestRestoreVersion2Golden(t *testing.T) {
 	// Restored over an agent that holds rotations and pool status: a
 	// version 2 snapshot has none.
 	got := applyAll(t, everyCommand(t)).f
-	if err := got.Restore(bytes.NewReader(golden)); err != nil {
+	if err := got.Restore(bytes.NewReader(golden), 0); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(freeze(got.State()), freeze(want.State())) || got.AppliedIndex() != want.AppliedIndex() {
@@ -668,7 +668,7 @@ func TestRestoreVersion3Golden(t *testing.T) {
 	// Restored over an agent that chose a sealing key: a version 3
 	// snapshot has no keyring record, so that choice is gone.
 	got := applyAll(t, everyCommand(t)).f
-	if err := got.Restore(bytes.NewReader(golden)); err != nil {
+	if err := got.Restore(bytes.NewReader(golden), 0); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(freeze(got.State()), freeze(want.State())) || got.AppliedIndex() != want.AppliedIndex() {
@@ -700,7 +700,7 @@ func TestRestoreVersion4Golden(t *testing.T) {
 	want := applyAll(t, version4Commands(t)).f
 	// Restored over an agent with ACLs: a version 4 snapshot has none.
 	got := applyAll(t, everyCommand(t)).f
-	if err := got.Restore(bytes.NewReader(golden)); err != nil {
+	if err := got.Restore(bytes.NewReader(golden), 0); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(freeze(got.State()), freeze(want.State())) || got.AppliedIndex() != want.AppliedIndex() {
@@ -734,7 +734,7 @@ func TestSnapshotVersion5Golden(t *testing.T) {
 		}
 	}
 	got := applyAll(t, version2Commands(t)).f
-	if err := got.Restore(bytes.NewReader(golden)); err != nil {
+	if err := got.Restore(bytes.NewReader(golden), 0); err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(freeze(got.State()), freeze(want.State())) || got.AppliedIndex() != want.AppliedIndex() {
@@ -766,7 +766,7 @@ func TestDeterministicReplay(t *testing.T) {
 	for cut := range entries {
 		c := applyAll(t, entries[:cut])
 		h := newHarness(t)
-		if err := h.f.Restore(bytes.NewReader(snapshotBytes(t, c.f))); err != nil {
+		if err := h.f.Restore(bytes.NewReader(snapshotBytes(t, c.f)), 0); err != nil {
 			t.Fatal(err)
 		}
 		h.index = uint64(cut)

@@ -29,6 +29,10 @@ const (
 	EventACLPolicyDeleted EventType = "acl_policy_deleted"
 	EventACLTokenCreated  EventType = "acl_token_created"
 	EventACLTokenDeleted  EventType = "acl_token_deleted"
+
+	// EventSnapshotRestored: an operator replaced the whole state with a
+	// snapshot (tokend snapshot restore).
+	EventSnapshotRestored EventType = "snapshot_restored"
 )
 
 // MaxEvents is how many recent events the replicated state keeps.

@@ -21,6 +21,11 @@ const (
 	NamePatternString = "[a-z0-9][a-z0-9._-]{0,63}"
 )
 
+// MaxSnapshotBytes bounds a snapshot of the state: the file `tokend snapshot
+// save` writes and `tokend snapshot restore` reads, and the Raft snapshot in
+// it.
+const MaxSnapshotBytes = 128 << 20
+
 // ValidName reports whether name matches [a-z0-9][a-z0-9._-]{0,63}.
 func ValidName(name string) bool {
 	if len(name) == 0 || len(name) > MaxNameLen {

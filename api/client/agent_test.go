@@ -183,4 +183,15 @@ func testEndpoints(t *testing.T, c *Client, pool string) {
 	if err != nil || len(members) != 1 || members[0].Name != "n1" || members[0].ID != h.ID {
 		t.Fatalf("Members = %+v, %v", members, err)
 	}
+
+	file, snap, err := c.SnapshotSave(ctx)
+	if err != nil || snap.Info.Index == 0 || snap.Info.Node != "n1" || snap.Size != int64(len(file)) {
+		t.Fatalf("SnapshotSave = %+v, %v", snap, err)
+	}
+	restored, err := c.SnapshotRestore(ctx, file)
+	if err != nil || restored.SHA256 != snap.SHA256 || restored.Index <= snap.Info.Index || restored.Snapshot.Index != snap.Info.Index {
+		t.Fatalf("SnapshotRestore = %+v, %v", restored, err)
+	}
+	_, err = c.SnapshotRestore(ctx, []byte("not a snapshot"))
+	wantCode(err, http.StatusBadRequest, "invalid_request")
 }

@@ -302,6 +302,11 @@ type request struct {
 	// accept is the media type asked for; JSON when empty.
 	accept    string
 	body, out any
+	// raw, when not nil, is sent as the body as it is, as contentType.
+	raw         []byte
+	contentType string
+	// limit bounds the answer read; maxResponseBytes when zero.
+	limit int
 }
 
 // send is do with every option.
@@ -316,7 +321,11 @@ func (c *Client) send(ctx context.Context, r request) (*response, error) {
 		target += "?" + query.Encode()
 	}
 	var rd io.Reader
-	if body != nil {
+	contentType := "application/json"
+	switch {
+	case r.raw != nil:
+		rd, contentType = bytes.NewReader(r.raw), r.contentType
+	case body != nil:
 		b, err := json.Marshal(body)
 		if err != nil {
 			return nil, fmt.Errorf("%s %s: encode request: %w", method, path, err)
@@ -331,8 +340,8 @@ func (c *Client) send(ctx context.Context, r request) (*response, error) {
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+	if rd != nil {
+		req.Header.Set("Content-Type", contentType)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -345,12 +354,16 @@ func (c *Client) send(ctx context.Context, r request) (*response, error) {
 		return nil, fmt.Errorf("tokend at %s: %s %s: %w", c.addr, method, path, err)
 	}
 	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes+1))
+	limit := r.limit
+	if limit == 0 {
+		limit = maxResponseBytes
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, int64(limit)+1))
 	if err != nil {
 		return nil, fmt.Errorf("tokend at %s: %s %s: read answer: %w", c.addr, method, path, err)
 	}
-	if len(data) > maxResponseBytes {
-		return nil, fmt.Errorf("tokend at %s: %s %s: answer is larger than %d bytes", c.addr, method, path, maxResponseBytes)
+	if len(data) > limit {
+		return nil, fmt.Errorf("tokend at %s: %s %s: answer is larger than %d bytes", c.addr, method, path, limit)
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		return nil, decodeError(resp, data)

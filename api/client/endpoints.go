@@ -420,3 +420,27 @@ func (c *Client) AuditLog(ctx context.Context, limit int) ([]api.AuditEvent, err
 	_, err := c.do(ctx, http.MethodGet, "/v1/audit", q, nil, &out)
 	return out, err
 }
+
+// SnapshotSave returns a snapshot file of the cluster's state, taken on the
+// leader: the file's bytes, to keep as they are, and the file as read and
+// checked (format, checksum, header).
+func (c *Client) SnapshotSave(ctx context.Context) ([]byte, *api.SnapshotFile, error) {
+	resp, err := c.send(ctx, request{method: http.MethodGet, path: "/v1/snapshot", accept: "application/octet-stream", limit: api.MaxSnapshotFileBytes})
+	if err != nil {
+		return nil, nil, err
+	}
+	file, err := api.DecodeSnapshot(resp.body)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tokend at %s sent a snapshot that does not check out: %w", c.addr, err)
+	}
+	return resp.body, file, nil
+}
+
+// SnapshotRestore makes the state in a snapshot file the state of every
+// agent. The agent checks all of it first; anything it refuses changes
+// nothing.
+func (c *Client) SnapshotRestore(ctx context.Context, file []byte) (api.SnapshotRestored, error) {
+	var out api.SnapshotRestored
+	_, err := c.send(ctx, request{method: http.MethodPut, path: "/v1/snapshot", raw: file, contentType: "application/octet-stream", out: &out})
+	return out, err
+}

@@ -39,7 +39,7 @@ func (o *clientOpts) consistentFlag(cmd *cobra.Command) *cobra.Command {
 func addClientCommands(root *cobra.Command) {
 	o := &clientOpts{}
 	// The flags belong to the client commands only, not to `tokend agent`.
-	for _, cmd := range []*cobra.Command{newPoolCmd(o), newTokenCmd(o), newEventsCmd(o), newAlertsCmd(o), newMembersCmd(o), newStatusCmd(o), newOperatorCmd(o), newACLCmd(o), newAuditCmd(o)} {
+	for _, cmd := range []*cobra.Command{newPoolCmd(o), newTokenCmd(o), newEventsCmd(o), newAlertsCmd(o), newMembersCmd(o), newStatusCmd(o), newOperatorCmd(o), newACLCmd(o), newAuditCmd(o), newSnapshotCmd(o)} {
 		pf := cmd.PersistentFlags()
 		pf.StringVar(&o.addr, "addr", "", "agent address: unix:///path, http(s)://host:port or host:port (overrides $"+client.EnvAddr+", default "+client.DefaultAddr+")")
 		pf.BoolVar(&o.json, "json", false, "print the agent's JSON answer instead of a table or text")
