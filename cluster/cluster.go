@@ -381,7 +381,26 @@ func (c *Cluster) applyLocal(ctx context.Context, entry []byte) (uint64, error) 
 		timeout = time.Until(d)
 	}
 	if err := c.sm.Check(entry); err != nil {
-		return 0, err
+		// A refusal is an answer from this agent's state, so it must be as
+		// fresh as a consistent read: hold every write acknowledged before
+		// it. A leader's state may not. A new leader applies what earlier
+		// leaders committed only once its barrier commits; and a leader
+		// frozen (a pause, a long stall) or cut off can have been deposed
+		// without knowing it yet, its successor having committed writes
+		// meanwhile: it would refuse a delete of a token added since as not
+		// found. So the refusal stands only after a read index — a quorum
+		// confirms this leader, in a term whose barrier is done — and
+		// against a state that has applied it.
+		index, rerr := c.leaderReadIndex(ctx)
+		if rerr != nil {
+			return 0, tokens.Errorf(tokens.CodeNoLeader, "this agent could not confirm that it still leads, so it cannot check this write against the cluster's latest state; nothing was written: %v", rerr)
+		}
+		if werr := c.WaitForIndex(ctx, index); werr != nil {
+			return 0, tokens.Errorf(tokens.CodeUnavailable, "the leader has not yet applied index %d, so it cannot check this write; nothing was written: %v", index, werr)
+		}
+		if err := c.sm.Check(entry); err != nil {
+			return 0, err
+		}
 	}
 	f := c.raft.Apply(entry, timeout)
 	if err := f.Error(); err != nil {
