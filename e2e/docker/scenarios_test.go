@@ -240,19 +240,23 @@ func testPauseLeader(t *testing.T, c *Cluster) {
 	l := c.WaitLeader(t, others, electionBound)
 	t.Logf("%s paused; %v follow %s %s later", old, others, l, time.Since(start).Round(time.Millisecond))
 	w.WaitAcked(t, others, 5, ackBound)
-	// A token added while the leader is frozen, and deletes of it sent to
-	// the frozen leader: they wait in its socket, and it reads them first
-	// thing when it wakes up, still believing it leads, with a state that
-	// lacks the token. Refusing them (404 token_not_found) would answer
-	// from a state older than an acknowledged write: the deletes must be
-	// forwarded to the new leader (200) or fail without a verdict (503).
-	added := c.add(ctx, others[0], 0, false)
-	if !added.acked() {
-		t.Fatalf("write through the majority: %s", added)
-	}
-	stale := make(chan *writeRec, 3)
-	for range cap(stale) {
-		go func() { stale <- c.remove(ctx, old, added.token) }()
+	// Tokens added while the leader is frozen, and a delete of each sent
+	// to the frozen leader: they wait in its socket, and it reads them
+	// first thing when it wakes up, still believing it leads, with a state
+	// that lacks the tokens. Refusing them (404 token_not_found) would
+	// answer from a state older than an acknowledged write: the deletes
+	// must be forwarded to the new leader (200) or fail without a verdict
+	// (503).
+	const stales = 3
+	added := map[string]*writeRec{}
+	stale := make(chan *writeRec, stales)
+	for range stales {
+		a := c.addWith(ctx, others[0], &writeRec{reserved: true}, 0)
+		if !a.acked() {
+			t.Fatalf("write through the majority: %s", a)
+		}
+		added[a.token] = a
+		go func() { stale <- c.removeReserved(ctx, old, a.token) }()
 	}
 	// Held for at least three election timeouts: the others have moved on
 	// to a later term when the old leader wakes up.
@@ -261,10 +265,10 @@ func testPauseLeader(t *testing.T, c *Cluster) {
 		t.Fatal(err)
 	}
 	t.Logf("%s thawed after %s", old, time.Since(start).Round(time.Millisecond))
-	for range cap(stale) {
+	for range stales {
 		r := <-stale
 		if r.status/100 == 4 {
-			t.Errorf("the thawed old leader refused a write from its stale state: %s; %s was acknowledged while it was frozen", r, added)
+			t.Errorf("the thawed old leader refused a write from its stale state: %s; %s was acknowledged while it was frozen", r, added[r.token])
 		} else {
 			t.Logf("delete sent to the frozen leader: %s", r)
 		}

@@ -56,6 +56,9 @@ type writeRec struct {
 	// had elected a leader, answered before the partition healed: a
 	// non-2xx answer to it means it can never commit.
 	probe bool
+	// reserved marks an add whose token the workload's writers leave
+	// alone: a scenario deletes it itself.
+	reserved bool
 }
 
 func (r *writeRec) acked() bool { return r.status/100 == 2 }
@@ -100,9 +103,9 @@ func (l *ledger) record(r *writeRec) {
 	defer l.mu.Unlock()
 	l.writes = append(l.writes, r)
 	switch {
-	case r.kind == "add" && r.acked():
+	case r.kind == "add" && r.acked() && !r.reserved:
 		l.alive = append(l.alive, r.token)
-	case r.kind == "delete" && r.refused():
+	case r.kind == "delete" && r.refused() && !r.reserved:
 		l.alive = append(l.alive, r.token)
 	}
 }
@@ -123,8 +126,13 @@ func (l *ledger) pick(rng *rand.Rand) string {
 
 // add adds a token to the write pool through n, labelled with its op.
 func (c *Cluster) add(ctx context.Context, n *Node, priority int, probe bool) *writeRec {
+	return c.addWith(ctx, n, &writeRec{probe: probe}, priority)
+}
+
+// addWith is add recording into r, whose probe and reserved are set.
+func (c *Cluster) addWith(ctx context.Context, n *Node, r *writeRec, priority int) *writeRec {
 	op := c.ledger.next()
-	r := &writeRec{op: op, kind: "add", node: n.Name, probe: probe, start: time.Now()}
+	r.op, r.kind, r.node, r.start = op, "add", n.Name, time.Now()
 	labels := map[string]string{"op": strconv.FormatInt(op, 10)}
 	resp, err := c.do(ctx, n, writeTimeout, "POST", "/v1/pools/"+writePool+"/tokens",
 		api.TokenRequest{Value: fmt.Sprintf("value-%s-%d", runID, op), Priority: priority, Labels: labels})
@@ -143,7 +151,16 @@ func (c *Cluster) add(ctx context.Context, n *Node, priority int, probe bool) *w
 
 // remove deletes token id from the write pool through n.
 func (c *Cluster) remove(ctx context.Context, n *Node, id string) *writeRec {
-	r := &writeRec{op: c.ledger.next(), kind: "delete", node: n.Name, token: id, start: time.Now()}
+	return c.removeWith(ctx, n, &writeRec{}, id)
+}
+
+// removeReserved deletes a reserved token (see writeRec.reserved).
+func (c *Cluster) removeReserved(ctx context.Context, n *Node, id string) *writeRec {
+	return c.removeWith(ctx, n, &writeRec{reserved: true}, id)
+}
+
+func (c *Cluster) removeWith(ctx context.Context, n *Node, r *writeRec, id string) *writeRec {
+	r.op, r.kind, r.node, r.token, r.start = c.ledger.next(), "delete", n.Name, id, time.Now()
 	resp, err := c.do(ctx, n, writeTimeout, "DELETE", "/v1/pools/"+writePool+"/tokens/"+id, nil)
 	r.end = time.Now()
 	r.fill(resp, err)
