@@ -7,7 +7,7 @@ FUZZTIME  ?= 2m
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BANNER    := !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 
-.PHONY: all build run test bench e2e e2e-docker e2e-docker-if-reachable soak lint fuzz clean docker
+.PHONY: all build run test bench e2e e2e-docker e2e-docker-if-reachable chaos soak lint fuzz clean docker
 
 all: build
 
@@ -62,9 +62,16 @@ bench:
 e2e:
 	$(GO) test -count=1 -v -timeout 10m ./e2e/...
 
-## soak: 2-second tokens rotated for a minute on three agents while clients fetch everywhere (e2e, verbose)
+## chaos: one run of the loopback fault suite, verbose (TOKEND_CHAOS_SEED=N replays a seed; TOKEND_CHAOS_ARTIFACTS=DIR keeps logs and history)
+chaos:
+	$(GO) test -race -count=1 -v -run '^TestChaos$$' -timeout 15m ./e2e/
+
+## soak: 2-second tokens rotated for a minute on three agents while clients fetch everywhere; then process faults drawn at random for CHAOS_DURATION (default 10m) under the chaos checks (e2e, verbose)
+CHAOS_DURATION ?= 10m
 soak:
 	TOKEND_SOAK=1 $(GO) test -count=1 -v -run TestRotationSoak -timeout 10m ./e2e/
+	# Without the race detector: the agents never have it, and the history of a long soak is big under it.
+	TOKEND_CHAOS_DURATION=$(CHAOS_DURATION) $(GO) test -count=1 -v -run '^TestChaos$$' -timeout 0 ./e2e/
 
 ## lint: gofmt, vet and staticcheck
 lint:

@@ -23,30 +23,52 @@ import (
 	"github.com/tokend/tokend/tokens"
 )
 
-// counterSM sums the uint64 entries it applies; entry 0 is rejected.
+// counterSM sums the uint64 entries it applies; entry 0 is rejected. An
+// entry with the top bit set (withdraw) subtracts the rest, and is rejected
+// when the sum is smaller: a rule that depends on the state, like deleting
+// a token that must exist.
 type counterSM struct {
 	mu      sync.Mutex
 	sum     uint64
 	applied atomic.Uint64
+	// refused, when set, receives each entry Check refuses.
+	refused chan []byte
+}
+
+const withdrawBit = 1 << 63
+
+func withdraw(v uint64) []byte { return entry(v | withdrawBit) }
+
+// rule returns the rejection of v against sum, and the sum after it.
+func (s *counterSM) rule(v uint64) (uint64, error) {
+	switch {
+	case v == 0:
+		return s.sum, tokens.Errorf(tokens.CodeInvalid, "zero is rejected")
+	case v&withdrawBit != 0 && s.sum < v&^withdrawBit:
+		return s.sum, tokens.Errorf(tokens.CodeNotFound, "cannot withdraw %d from %d", v&^withdrawBit, s.sum)
+	case v&withdrawBit != 0:
+		return s.sum - v&^withdrawBit, nil
+	}
+	return s.sum + v, nil
 }
 
 func (s *counterSM) Apply(index uint64, entry []byte) error {
 	defer s.applied.Store(index)
-	v := binary.BigEndian.Uint64(entry)
-	if v == 0 {
-		return tokens.Errorf(tokens.CodeInvalid, "zero is rejected")
-	}
 	s.mu.Lock()
-	s.sum += v
-	s.mu.Unlock()
-	return nil
+	defer s.mu.Unlock()
+	sum, err := s.rule(binary.BigEndian.Uint64(entry))
+	s.sum = sum
+	return err
 }
 
 func (s *counterSM) Check(entry []byte) error {
-	if binary.BigEndian.Uint64(entry) == 0 {
-		return tokens.Errorf(tokens.CodeInvalid, "zero is rejected")
+	s.mu.Lock()
+	_, err := s.rule(binary.BigEndian.Uint64(entry))
+	s.mu.Unlock()
+	if err != nil && s.refused != nil {
+		s.refused <- entry
 	}
-	return nil
+	return err
 }
 
 func (s *counterSM) Snapshot() (io.WriterTo, error) {

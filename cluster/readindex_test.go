@@ -293,3 +293,52 @@ func TestReadIndexRefusedDuringALeadershipTransfer(t *testing.T) {
 		t.Fatalf("read index after the transfer ended, still leading = %v", err)
 	}
 }
+
+// A leader checks a write against a state that holds every committed
+// entry: a new leader whose state machine has not yet applied what its
+// predecessor committed waits for it instead of refusing the write. Found
+// by the chaos suite: after every agent was killed, the first leader
+// refused a delete of a token whose add had been acknowledged, as not
+// found, because its state machine started behind its log.
+func TestNewLeaderChecksWritesAgainstCommittedState(t *testing.T) {
+	tc, l := threeNodes(t, Timing{})
+	next := followersOf(tc, l)[0]
+	consistentRead(t, next)
+	release := next.BlockApply()
+	t.Cleanup(release)
+	if _, err := l.Apply(context.Background(), entry(5)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.raft.LeadershipTransferToServer(raft.ServerID(next.cfg.NodeID), raft.ServerAddress(next.RaftAddr())).Error(); err != nil {
+		t.Fatalf("transfer leadership to %s: %v", next.cfg.NodeName, err)
+	}
+	if got := tc.leader(); got != next {
+		t.Fatalf("leader is %s, want %s", got.cfg.NodeName, next.cfg.NodeName)
+	}
+	// The new leader's state machine lacks the acknowledged 5, so its
+	// first check of a withdrawal of 5 refuses it; only then is it let
+	// go. The write must wait for the state and then commit.
+	next.sm.refused = make(chan []byte, 1)
+	done := make(chan error, 1)
+	go func() {
+		_, err := next.Apply(context.Background(), withdraw(5))
+		done <- err
+	}()
+	select {
+	case <-next.sm.refused:
+	case err := <-done:
+		t.Fatalf("withdrawal answered %v before the check", err)
+	}
+	release()
+	if err := <-done; err != nil {
+		t.Fatalf("withdrawal of an acknowledged deposit on a new leader = %v", err)
+	}
+	if v := next.sm.value(); v != 0 {
+		t.Fatalf("value %d after the withdrawal, want 0", v)
+	}
+	// A refusal against the caught-up state stands.
+	next.sm.refused = nil
+	if _, err := next.Apply(context.Background(), withdraw(1)); !errors.Is(err, tokens.ErrNotFound) {
+		t.Fatalf("withdrawal from 0 = %v, want not_found", err)
+	}
+}

@@ -151,9 +151,17 @@ func newCluster(t *testing.T, n int) []*agentProc {
 
 func (p *agentProc) start() {
 	p.t.Helper()
+	if err := p.launch(); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// launch starts the agent and waits until it answers; unlike start it
+// returns errors, for use off the test's goroutine.
+func (p *agentProc) launch() error {
 	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		p.t.Fatal(err)
+		return err
 	}
 	cmd := exec.Command(binary, p.args...)
 	// Exec providers that list TOKEND_E2E_NODE in their env can tell which
@@ -161,7 +169,8 @@ func (p *agentProc) start() {
 	cmd.Env = append(os.Environ(), "TOKEND_E2E_NODE="+p.name)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
-		p.t.Fatalf("start %s: %v", p.name, err)
+		logf.Close()
+		return fmt.Errorf("start %s: %v", p.name, err)
 	}
 	exited := make(chan struct{})
 	p.mu.Lock()
@@ -175,9 +184,11 @@ func (p *agentProc) start() {
 		p.mu.Unlock()
 		close(exited)
 	}()
-	testutil.WaitFor(p.t, 10*time.Second, func() error {
+	return testutil.Poll(10*time.Second, func() error {
 		select {
 		case <-exited:
+			p.mu.Lock()
+			defer p.mu.Unlock()
 			return fmt.Errorf("%s exited: %v\n%s", p.name, p.exitErr, p.logs())
 		default:
 		}
@@ -204,6 +215,14 @@ func (p *agentProc) kill() {
 	p.mu.Unlock()
 	_ = cmd.Process.Signal(syscall.SIGKILL)
 	<-exited
+}
+
+// signal sends sig to the agent's current process.
+func (p *agentProc) signal(sig syscall.Signal) error {
+	p.mu.Lock()
+	cmd := p.cmd
+	p.mu.Unlock()
+	return cmd.Process.Signal(sig)
 }
 
 // stop ends the process with SIGTERM (SIGKILL after 10 s) and, if the test

@@ -5,6 +5,9 @@
 // it rejects bad input before it reaches an agent, and reads HCL pool files
 // with hashicorp/hcl (and its value library, go-cty). internal/certgen,
 // standard library only, makes certificates for `tokend tls` and the tests.
+// e2e/chaos, the fault-injection harness shared by the process and
+// container suites, talks to agents over the API only, and checks histories
+// with porcupine.
 package archtest
 
 import (
@@ -37,6 +40,7 @@ var allowed = map[string][]string{
 	"internal/certgen":       {},
 	"internal/archtest":      {},
 	"e2e":                    {"api", "api/client", "internal/testutil"},
+	"e2e/chaos":              {"api", "api/client", "internal/testutil", "github.com/anishathalye/porcupine"},
 }
 
 func TestImportGraph(t *testing.T) {
