@@ -673,8 +673,11 @@ func (c *Cluster) nsenter(ctx context.Context, n *Node, stdin io.Reader, args ..
 // ---- observing ----
 
 // Logs is the tail of the agent's output.
-func (c *Cluster) Logs(n *Node) string {
-	out, err := dockerCmd(context.Background(), "logs", "--tail", "300", n.Container)
+func (c *Cluster) Logs(n *Node) string { return c.logs(n, "300") }
+
+// logs is the agent's output: its last tail lines, or "all".
+func (c *Cluster) logs(n *Node, tail string) string {
+	out, err := dockerCmd(context.Background(), "logs", "--tail", tail, n.Container)
 	if err != nil {
 		return err.Error()
 	}
