@@ -53,8 +53,17 @@ func TestChaos(t *testing.T) {
 		ArtifactDir:       os.Getenv("TOKEND_CHAOS_ARTIFACTS"),
 		Logf:              t.Logf,
 	}
+	// TOKEND_CHAOS_DURATION makes it a soak, as for the process suite:
+	// faults drawn at random for that long.
+	if d := os.Getenv("TOKEND_CHAOS_DURATION"); d != "" {
+		var err error
+		if cfg.Duration, err = time.ParseDuration(d); err != nil {
+			t.Fatalf("TOKEND_CHAOS_DURATION: %v", err)
+		}
+		cfg.MaxWrites = max(1000, int(cfg.Duration/time.Second)*15)
+	}
 	t.Logf("chaos seed %d: replay with %s=%d, or the whole suite with %s=%d", chaosSeed, chaos.EnvSeed, chaosSeed, envSeed, seed)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute+2*cfg.Duration)
 	defer cancel()
 	rep, err := chaos.Run(ctx, cfg)
 	if rep == nil {
