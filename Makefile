@@ -5,8 +5,9 @@ GO        ?= go
 BIN       := bin/tokend
 FUZZTIME  ?= 2m
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+BANNER    := !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 
-.PHONY: all build run test bench bench-go bench-compare bench-smoke e2e chaos soak lint fuzz clean docker
+.PHONY: all build run test bench bench-go bench-compare bench-smoke e2e e2e-docker e2e-docker-if-reachable chaos soak lint fuzz clean docker
 
 all: build
 
@@ -18,16 +19,42 @@ build:
 run: build
 	./$(BIN) agent --dev
 
-## test: formatting, vet, every test (unit, in-process clusters, e2e) with the race detector, then allocation tests without it
+## test: formatting, vet, every test (unit, in-process clusters, e2e) with the race detector, then allocation tests without it, then the container fault suite when a Docker engine is reachable
 test:
 	@unformatted=$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*')); \
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags docker ./e2e/docker/
 	$(GO) test -race -count=1 -timeout 15m ./...
 	# Allocation counts are only meaningful without the race detector.
 	$(GO) test -count=1 -run 'NotAllocate' ./...
 	# The load driver's own module (bench/): its unit tests need no etcd.
 	cd bench && $(GO) vet ./... && $(GO) test -race -count=1 ./...
+	@$(MAKE) --no-print-directory e2e-docker-if-reachable
+
+## e2e-docker: the container fault suite: agents in containers (an image it builds FROM scratch; nothing is pulled) partitioned, paused, delayed and killed while clients fetch and write. Needs a Docker engine and root (nsenter)
+e2e-docker:
+	@# Latency needs tc's netem or, where the kernel has none, iptables (NFQUEUE).
+	@command -v iptables >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+	  (echo "installing iptables for the latency faults"; apt-get update -qq && apt-get install -y -qq iptables >/dev/null)
+	$(GO) test -tags docker -count=1 -v -timeout 15m ./e2e/docker/
+
+# Run by make test: the container fault suite, or a banner saying loudly
+# that it did not run.
+e2e-docker-if-reachable:
+	@if ! docker info >/dev/null 2>&1; then \
+	  echo; echo "$(BANNER)"; \
+	  echo "DOCKER NOT REACHABLE: the container fault suite did NOT run (make e2e-docker)"; \
+	  echo "$(BANNER)"; echo; \
+	elif [ "$$(id -u)" != 0 ]; then \
+	  echo; echo "$(BANNER)"; \
+	  echo "NOT ROOT: the container fault suite did NOT run; it enters containers' network namespaces (sudo make e2e-docker)"; \
+	  echo "$(BANNER)"; echo; \
+	else \
+	  start=$$(date +%s); \
+	  $(MAKE) --no-print-directory e2e-docker || exit 1; \
+	  echo "container fault suite passed in $$(( $$(date +%s) - start )) s"; \
+	fi
 
 ## bench: the Go benchmarks, then the comparative suite; results go in BENCHMARKS.md
 bench: bench-go bench-compare
@@ -63,8 +90,10 @@ soak:
 lint:
 	@test -z "$$(gofmt -l $$(find . -name '*.go' -not -path './.git/*'))" || (gofmt -l . && exit 1)
 	$(GO) vet ./...
+	$(GO) vet -tags docker ./e2e/docker/
 	$(GO) run $(STATICCHECK) ./...
 	cd bench && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
+	$(GO) run $(STATICCHECK) -tags docker ./e2e/docker/
 
 ## fuzz: run each fuzz target for FUZZTIME (default 2m)
 fuzz:

@@ -381,15 +381,22 @@ func (c *Cluster) applyLocal(ctx context.Context, entry []byte) (uint64, error) 
 		timeout = time.Until(d)
 	}
 	if err := c.sm.Check(entry); err != nil {
-		// A refusal counts only against a state that holds every entry
-		// committed so far, and a leader's may not yet: a new leader
-		// applies what its predecessors committed only once an entry of
-		// its own term commits (its barrier), and after a restart the
-		// state machine starts behind the log. Checked too early, a delete
-		// of a token whose add was acknowledged just before an election
-		// would be refused as not found, and the token would stay.
-		if err := c.awaitCommitted(ctx); err != nil {
-			return 0, err
+		// A refusal is an answer from this agent's state, so it must be as
+		// fresh as a consistent read: hold every write acknowledged before
+		// it. A leader's state may not. A new leader applies what earlier
+		// leaders committed only once its barrier commits; and a leader
+		// frozen (a pause, a long stall) or cut off can have been deposed
+		// without knowing it yet, its successor having committed writes
+		// meanwhile: it would refuse a delete of a token added since as not
+		// found. So the refusal stands only after a read index — a quorum
+		// confirms this leader, in a term whose barrier is done — and
+		// against a state that has applied it.
+		index, rerr := c.leaderReadIndex(ctx)
+		if rerr != nil {
+			return 0, tokens.Errorf(tokens.CodeNoLeader, "this agent could not confirm that it still leads, so it cannot check this write against the cluster's latest state; nothing was written: %v", rerr)
+		}
+		if werr := c.WaitForIndex(ctx, index); werr != nil {
+			return 0, tokens.Errorf(tokens.CodeUnavailable, "the leader has not yet applied index %d, so it cannot check this write; nothing was written: %v", index, werr)
 		}
 		if err := c.sm.Check(entry); err != nil {
 			return 0, err
@@ -403,31 +410,6 @@ func (c *Cluster) applyLocal(ctx context.Context, entry []byte) (uint64, error) 
 		return f.Index(), err
 	}
 	return f.Index(), nil
-}
-
-// awaitCommitted waits, on the leader, until its state machine has applied
-// every command committed so far: the barrier of its term is done, so its
-// commit index covers what earlier leaders committed, and the state machine
-// has reached the last command at or below that index.
-func (c *Cluster) awaitCommitted(ctx context.Context) error {
-	term := c.raft.CurrentTerm()
-	err := c.barrierDone.wait(ctx, func() bool {
-		return c.barrierTerm.Load() == term || c.raft.CurrentTerm() != term || !c.IsLeader()
-	})
-	switch {
-	case err != nil:
-		return tokens.Errorf(tokens.CodeUnavailable, "the new leader has not yet applied what earlier leaders committed, so it cannot check this write: %v", err)
-	case c.barrierTerm.Load() != term:
-		return errNoLeader()
-	}
-	index, err := c.lastCommandAtOrBelow(c.raft.CommitIndex())
-	if err != nil {
-		return err
-	}
-	if err := c.WaitForIndex(ctx, index); err != nil {
-		return tokens.Errorf(tokens.CodeUnavailable, "the leader has not yet applied index %d, so it cannot check this write: %v", index, err)
-	}
-	return nil
 }
 
 // WaitForIndex blocks until this agent's state machine has applied index.
