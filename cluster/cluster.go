@@ -226,7 +226,7 @@ func (c *Cluster) setupRaft() error {
 	}
 	c.logs = logs
 	fsm := &raftFSM{sm: c.sm, applied: c.applied, durable: c.appliedIdx, logger: c.logger, gate: &c.applyGate, shutdownCh: c.shutdownCh}
-	r, err := raft.NewRaft(conf, fsm, logs, stable, snaps, c.transport)
+	r, err := raft.NewRaft(conf, fsm, logs, stable, snaps, voteGuard{c.transport, c.logger.Named("raft-net")})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
 	}
