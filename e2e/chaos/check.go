@@ -28,7 +28,8 @@ const (
 	// CheckMonotonic: on one agent, the index of each answer is at least
 	// that of every answer it gave before the request was made, across
 	// concurrent clients and across restarts (not across a wiped data
-	// dir).
+	// dir). A committed report's index is only a floor for what follows:
+	// it names the commit that holds the failure, which may be older.
 	CheckMonotonic = "monotonic-reads"
 	// CheckDeadTokens: no fetch returns a token deleted or failed at an
 	// index at or below the fetch's index; no fetch on the agent that
@@ -452,7 +453,10 @@ func checkMonotonic(in CheckInput) CheckResult {
 		switch {
 		case op.Kind == KindFetch || op.Kind == KindRead:
 		case op.Kind == KindAdd && op.Status == 201, op.Kind == KindDelete && op.Status == 200, op.Kind == KindReport && op.Committed:
-			// An acknowledged write: the agent had applied its index.
+			// An acknowledged write: the agent had applied its index. (A
+			// report's names the commit that holds its failure, which may
+			// be older than the report: later answers must not go below
+			// it, but it need not be above earlier ones.)
 		default:
 			continue
 		}
@@ -493,7 +497,7 @@ func checkMonotonic(in CheckInput) CheckResult {
 				}
 				j++
 			}
-			if highest == nil || b.Index >= highest.Index {
+			if highest == nil || b.Index >= highest.Index || b.Kind == KindReport {
 				continue
 			}
 			if in.ExcuseStaleRestarts && killedBetween(in.Faults, g.node, highest.Return, b.Call) {

@@ -293,6 +293,23 @@ func TestNonMonotonicReads(t *testing.T) {
 		faults[0].Kind = FaultPaused
 		expect(t, run(t, CheckInput{Ops: h.ops, Faults: faults, ExcuseStaleRestarts: true}), map[string]string{CheckMonotonic: "index went back from 10 to 9"})
 	})
+	t.Run("committed report", func(t *testing.T) {
+		// A report committed by a commit older than the agent's last
+		// answer (the state already held the failure, or it waited on
+		// another report's commit) names that commit: no violation...
+		report := Op{Process: 1, Node: "n1", Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(8), Return: ms(9), Outcome: OK, Status: 200, Committed: true, Index: 12}
+		h := &history{}
+		h.add(1, "k1", "tok_1", 0, 5, OK, 10)
+		h.fetch(2, "n1", StableKey, "tok_s", 6, 7, 20)
+		h.op(report)
+		expect(t, run(t, CheckInput{Ops: h.ops}), nil)
+		// ...but the agent applied it: later answers are not below it.
+		h = &history{}
+		h.add(1, "k1", "tok_1", 0, 5, OK, 10)
+		h.op(report)
+		h.fetch(2, "n1", StableKey, "tok_s", 10, 11, 11)
+		expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckMonotonic: "index went back from 12 to 11"})
+	})
 	t.Run("read your write", func(t *testing.T) {
 		h := &history{}
 		h.add(1, "k1", "tok_1", 0, 5, OK, 10)
