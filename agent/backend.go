@@ -130,7 +130,9 @@ func (b *backend) Report(ctx context.Context, pool, id string, outcome tokens.Ou
 		switch {
 		case res.err != nil:
 			resp.Pending = "the leader could not be reached; this agent keeps trying: " + res.err.Error()
-		case res.Change && res.Committed:
+		case res.Committed && res.Index != 0:
+			// Committed by this report, by an earlier one whose commit it
+			// waited for, or already in the state the leader read.
 			resp.Index = res.Index
 			if err := b.a.cluster.WaitForIndex(ctx, res.Index); err != nil {
 				resp.Pending = "committed, but not yet applied on this agent"
@@ -140,7 +142,9 @@ func (b *backend) Report(ctx context.Context, pool, id string, outcome tokens.Ou
 		case res.Detail != "":
 			resp.Pending = res.Detail
 		default:
-			resp.Committed = true // the replicated state already holds it
+			// Only a verdict that names the commit is a claim about the
+			// replicated state.
+			resp.Pending = "the leader did not say where the change is committed"
 		}
 	case <-wait.C:
 		resp.Pending = "no answer from the leader yet; this agent keeps trying"

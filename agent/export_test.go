@@ -38,3 +38,11 @@ func (a *Agent) InstallKeyLocally(key string) error {
 		return next, err
 	})
 }
+
+// HealthChangesInFlight is how many tokens have a health change the leader's
+// monitor proposed and has not seen commit or fail yet.
+func (a *Agent) HealthChangesInFlight() int {
+	a.monitor.mu.Lock()
+	defer a.monitor.mu.Unlock()
+	return len(a.monitor.pending)
+}

@@ -142,9 +142,9 @@ func (f *forwarder) sendBatch(ctx context.Context, batch []queuedReport) bool {
 	}
 	var again []queuedReport
 	for i := range batch {
-		if err == nil && verdicts[i].Change && !verdicts[i].Committed {
-			// Decided but not committed (the leader stepped down): the
-			// next leader decides again.
+		if err == nil && (verdicts[i].Retry || verdicts[i].Change && !verdicts[i].Committed) {
+			// Decided, but the commit it rests on failed (the leader
+			// stepped down): the next leader decides again.
 			again = append(again, batch[i])
 			continue
 		}

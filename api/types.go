@@ -166,11 +166,16 @@ type ReportRequest struct {
 
 // ReportResponse says what a report did. Health is the token's health on
 // the agent that took the report, which applies unauthorized, forbidden and
-// rate_limited at once. Committed says the change is also in the cluster's
-// replicated state, so every agent acts on it; Pending says why not yet
-// (no leader, a report quorum not reached, the pool's last eligible token).
-// ok, error and timeout reports only count toward degraded, which the
-// leader decides: they come back with changed and committed both false.
+// rate_limited at once; Changed says that changed it there. Committed says
+// what the report asks for is also in the cluster's replicated state, so
+// every agent acts on it: Index is the commit that holds it (this report's
+// change, another report's change for the token that was being committed
+// when this one reached the leader, or the token's last modification when
+// the state already held it), and this agent has applied it. Pending says
+// why not yet (no leader, a report quorum not reached, the pool's last
+// eligible token, the commit it waited for failed). ok, error and timeout
+// reports only count toward degraded, which the leader decides: they come
+// back with changed and committed both false.
 type ReportResponse struct {
 	Pool      string `json:"pool"`
 	ID        string `json:"id"`

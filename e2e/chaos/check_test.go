@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anishathalye/porcupine"
+
 	"github.com/tokend/tokend/api"
 )
 
@@ -164,7 +166,7 @@ func TestStaleConsistentReadIsNotLinearizable(t *testing.T) {
 	h = &history{}
 	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
 	h.read(2, 20, 30, map[string]string{}) // misses an add acknowledged before it began
-	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: "saw " + pool + "/k1 absent, though no add or delete of it was in flight"})
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: "saw " + pool + "/k1 absent, though no write of it was in flight, so it was active"})
 	// Unless one's outcome is unknown: it may still take effect.
 	h = &history{}
 	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
@@ -177,34 +179,141 @@ func TestStaleConsistentReadIsNotLinearizable(t *testing.T) {
 	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: pool + "/k1 is not linearizable"})
 }
 
-func TestFailureUndoneIsFlagged(t *testing.T) {
-	h := &history{}
-	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
-	h.op(Op{Process: 1, Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(20), Return: ms(30), Outcome: OK, Status: 200, Committed: true, Index: 6})
-	h.read(2, 25, 28, map[string]string{"k1": StateActive}) // concurrent: fine
-	h.read(2, 40, 50, map[string]string{"k1": StateActive})
-	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: "active after its failure was acknowledged as committed"})
+// report adds a report of k1 (tok_1) on node, answered committed (OK) or
+// pending (Info, 202).
+func (h *history) report(proc int, node string, call, ret int, outcome Outcome, index uint64) *history {
+	status := 200
+	if outcome != OK {
+		status = 202
+	}
+	return h.op(Op{Process: proc, Node: node, Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(call), Return: ms(ret), Outcome: outcome, Status: status, Committed: outcome == OK, Index: index})
 }
 
-func TestFailureBeforeAnyReportIsFlagged(t *testing.T) {
-	h := &history{}
-	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
-	h.read(2, 20, 30, map[string]string{"k1": StateFailed})
-	h.op(Op{Process: 1, Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(31), Return: ms(40), Outcome: Info, Status: 202})
-	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: "no report of it was made before the read returned"})
+// readOn is read on a given node.
+func (h *history) readOn(proc int, node string, call, ret int, tokens map[string]string) *history {
+	return h.op(Op{Process: proc, Node: node, Kind: KindRead, Call: ms(call), Return: ms(ret), Outcome: OK, Status: 200, Tokens: tokens})
 }
 
-func TestOverlayInConsistentReadsIsNotAViolation(t *testing.T) {
-	// The reporting agent (n1) shows the token failed while its report is
-	// pending; another agent's consistent read shows it active; then the
-	// failure commits.
+var (
+	k1Active = map[string]string{"k1": StateActive}
+	k1Failed = map[string]string{"k1": StateFailed}
+	k1Absent = map[string]string{}
+)
+
+func TestHealthyAfterCommittedReportIsFlagged(t *testing.T) {
+	// With nothing in flight, one answer is right.
 	h := &history{}
 	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
-	h.op(Op{Process: 1, Node: "n1", Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(20), Return: ms(30), Outcome: Info, Status: 202})
-	h.op(Op{Process: 2, Node: "n1", Kind: KindRead, Call: ms(31), Return: ms(32), Outcome: OK, Status: 200, Tokens: map[string]string{"k1": StateFailed}})
-	h.op(Op{Process: 3, Node: "n2", Kind: KindRead, Call: ms(33), Return: ms(34), Outcome: OK, Status: 200, Tokens: map[string]string{"k1": StateActive}})
-	h.op(Op{Process: 3, Node: "n2", Kind: KindRead, Call: ms(50), Return: ms(51), Outcome: OK, Status: 200, Tokens: map[string]string{"k1": StateFailed}})
+	h.report(1, "n1", 20, 30, OK, 6)
+	h.read(2, 25, 28, k1Active) // concurrent: fine
+	h.read(2, 40, 50, k1Active)
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: "saw " + pool + "/k1 active, though no write of it was in flight, so it was failed"})
+	// While the report is in flight, porcupine decides: a read saw it
+	// take effect, and a later one saw the token healthy again.
+	h = &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.report(1, "n1", 20, 60, OK, 6)
+	h.readOn(2, "n2", 25, 30, k1Failed)
+	h.readOn(3, "n3", 35, 40, k1Active)
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: pool + "/k1 is not linearizable"})
+	// The same with a report still pending: once a read saw it take
+	// effect, it has, everywhere.
+	h = &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.report(1, "n1", 20, 30, Info, 0)
+	h.readOn(2, "n1", 31, 32, k1Failed)
+	h.readOn(3, "n2", 33, 34, k1Active)
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: pool + "/k1 is not linearizable"})
+	// A read after the acknowledgement must see failed even while a
+	// delete is in flight: failed or absent, never healthy.
+	h = &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.report(1, "n1", 20, 30, OK, 6)
+	h.del(1, "n1", "k1", "tok_1", 35, 60, 7)
+	h.read(2, 40, 45, k1Failed)
+	h.read(2, 46, 50, k1Absent)
 	expect(t, run(t, CheckInput{Ops: h.ops}), nil)
+	h.read(2, 51, 55, k1Active)
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: pool + "/k1 is not linearizable"})
+}
+
+func TestFailedBeforeAnyReportIsFlagged(t *testing.T) {
+	h := &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.read(2, 20, 30, k1Failed)
+	h.report(1, "n1", 31, 40, Info, 0)
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: "saw " + pool + "/k1 failed, though no write of it was in flight, so it was active"})
+	// The same while the add is in flight: only porcupine can tell.
+	h = &history{}
+	h.add(1, "k1", "tok_1", 0, 30, OK, 5)
+	h.read(2, 10, 20, k1Failed)
+	h.report(1, "n1", 31, 40, OK, 6)
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: pool + "/k1 is not linearizable"})
+	// A failure a report answered committed never showed, seen after a
+	// delete removed the token, is no less wrong.
+	h = &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.del(1, "n1", "k1", "tok_1", 20, 40, 6)
+	h.read(2, 25, 30, k1Failed)
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: pool + "/k1 is not linearizable"})
+}
+
+func TestPendingReportMayTakeEffectLateOrNever(t *testing.T) {
+	// Pending on n1; other agents' consistent reads see the token healthy,
+	// then failed once the reporting agent's forward commits; no read sees
+	// it failed and then healthy.
+	h := &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.report(1, "n1", 20, 30, Info, 0)
+	h.readOn(2, "n1", 31, 32, k1Active)
+	h.readOn(3, "n2", 33, 34, k1Active)
+	h.readOn(3, "n2", 50, 51, k1Failed)
+	h.readOn(2, "n3", 60, 61, k1Failed)
+	expect(t, run(t, CheckInput{Ops: h.ops}), nil)
+	// Or never: the token stays healthy until deleted.
+	h = &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.op(Op{Process: 1, Node: "n1", Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(20), Return: ms(30), Outcome: Info, Err: "timeout"})
+	h.read(2, 40, 41, k1Active)
+	h.del(1, "n1", "k1", "tok_1", 50, 60, 6)
+	h.read(2, 70, 71, k1Absent)
+	expect(t, run(t, CheckInput{Ops: h.ops}), nil)
+	// Taking effect after the delete changes nothing: the token does not
+	// come back failed.
+	h.read(2, 80, 81, k1Failed)
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: pool + "/k1 is not linearizable"})
+	// A report refused (Fail) never took effect.
+	h = &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.op(Op{Process: 1, Node: "n1", Kind: KindReport, Key: "k1", TokenID: "tok_1", Call: ms(20), Return: ms(30), Outcome: Fail, Status: 404, Code: "token_not_found"})
+	h.read(2, 25, 28, k1Failed)
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: "saw " + pool + "/k1 failed"})
+}
+
+// When porcupine cannot decide a token in time, its failures are still
+// checked in real time.
+func TestUndecidedTokenFailuresCheckedInRealTime(t *testing.T) {
+	real := checkOperations
+	t.Cleanup(func() { checkOperations = real })
+	checkOperations = func(porcupine.Model, []porcupine.Operation, time.Duration) porcupine.CheckResult {
+		return porcupine.Unknown
+	}
+	h := &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.report(1, "n1", 20, 30, OK, 6)
+	h.del(1, "n1", "k1", "tok_1", 35, 90, 7) // in flight: the reads go to porcupine
+	h.read(2, 40, 45, k1Active)
+	results := run(t, CheckInput{Ops: h.ops})
+	expect(t, results, map[string]string{CheckLinearizable: "active after its failure was acknowledged as committed"})
+	if n := results[CheckLinearizable].Notes; len(n) != 1 || !strings.Contains(n[0], "did not decide") {
+		t.Errorf("notes %v, want the undecided token", n)
+	}
+	h = &history{}
+	h.add(1, "k1", "tok_1", 0, 10, OK, 5)
+	h.del(1, "n1", "k1", "tok_1", 15, 90, 6)
+	h.read(2, 20, 30, k1Failed)
+	h.report(1, "n1", 31, 40, Info, 0)
+	expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckLinearizable: "no report of it was made before the read returned"})
 }
 
 func TestCommittedReportOfAbsentTokenIsNotLinearizable(t *testing.T) {
@@ -292,6 +401,22 @@ func TestNonMonotonicReads(t *testing.T) {
 		// A pause is not a restart: nothing excuses it.
 		faults[0].Kind = FaultPaused
 		expect(t, run(t, CheckInput{Ops: h.ops, Faults: faults, ExcuseStaleRestarts: true}), map[string]string{CheckMonotonic: "index went back from 10 to 9"})
+	})
+	t.Run("committed report", func(t *testing.T) {
+		// A report committed by a commit older than the agent's last
+		// answer (the state already held the failure, or it waited on
+		// another report's commit) names that commit: no violation...
+		h := &history{}
+		h.add(1, "k1", "tok_1", 0, 5, OK, 10)
+		h.fetch(2, "n1", StableKey, "tok_s", 6, 7, 20)
+		h.report(1, "n1", 8, 9, OK, 12)
+		expect(t, run(t, CheckInput{Ops: h.ops}), nil)
+		// ...but the agent applied it: later answers are not below it.
+		h = &history{}
+		h.add(1, "k1", "tok_1", 0, 5, OK, 10)
+		h.report(1, "n1", 8, 9, OK, 12)
+		h.fetch(2, "n1", StableKey, "tok_s", 10, 11, 11)
+		expect(t, run(t, CheckInput{Ops: h.ops}), map[string]string{CheckMonotonic: "index went back from 12 to 11"})
 	})
 	t.Run("read your write", func(t *testing.T) {
 		h := &history{}
@@ -401,6 +526,7 @@ func TestCanonicalLeavesOutAgentFields(t *testing.T) {
 }
 
 func TestModelStep(t *testing.T) {
+	known, unknown := mOutput{known: true}, mOutput{}
 	cases := []struct {
 		from  mState
 		in    Kind
@@ -408,19 +534,33 @@ func TestModelStep(t *testing.T) {
 		ok    bool
 		state mState
 	}{
-		{mAbsent, KindAdd, mOutput{known: true}, true, mPresent},
-		{mPresent, KindAdd, mOutput{known: true}, false, mPresent},
-		{mPresent, KindAdd, mOutput{}, true, mPresent},
-		{mPresent, KindDelete, mOutput{known: true}, true, mAbsent},
-		{mAbsent, KindDelete, mOutput{known: true}, false, mAbsent},
+		{mAbsent, KindAdd, known, true, mHealthy},
+		{mHealthy, KindAdd, known, false, mHealthy},
+		{mFailed, KindAdd, known, false, mFailed},
+		{mAbsent, KindAdd, unknown, true, mHealthy},
+		{mHealthy, KindAdd, unknown, true, mHealthy},
+		{mFailed, KindAdd, unknown, true, mFailed}, // a duplicate add fails nothing back to healthy
+		{mHealthy, KindDelete, known, true, mAbsent},
+		{mFailed, KindDelete, known, true, mAbsent},
+		{mAbsent, KindDelete, known, false, mAbsent},
 		{mAbsent, KindDelete, mOutput{known: true, notFound: true}, true, mAbsent},
-		{mPresent, KindDelete, mOutput{known: true, notFound: true}, false, mAbsent},
-		{mPresent, KindDelete, mOutput{}, true, mAbsent},
-		{mPresent, KindReport, mOutput{known: true}, true, mPresent},
-		{mAbsent, KindReport, mOutput{known: true}, false, mAbsent},
-		{mAbsent, KindReport, mOutput{}, true, mAbsent},
-		{mPresent, KindRead, mOutput{known: true, read: mPresent}, true, mPresent},
-		{mPresent, KindRead, mOutput{known: true, read: mAbsent}, false, mPresent},
+		{mHealthy, KindDelete, mOutput{known: true, notFound: true}, false, mAbsent},
+		{mFailed, KindDelete, mOutput{known: true, notFound: true}, false, mAbsent},
+		{mHealthy, KindDelete, unknown, true, mAbsent},
+		{mFailed, KindDelete, unknown, true, mAbsent},
+		{mHealthy, KindReport, known, true, mFailed},
+		{mFailed, KindReport, known, true, mFailed},
+		{mAbsent, KindReport, known, false, mAbsent},
+		{mHealthy, KindReport, unknown, true, mFailed},
+		{mFailed, KindReport, unknown, true, mFailed},
+		{mAbsent, KindReport, unknown, true, mAbsent},
+		{mHealthy, KindRead, mOutput{known: true, read: mHealthy}, true, mHealthy},
+		{mHealthy, KindRead, mOutput{known: true, read: mFailed}, false, mHealthy},
+		{mHealthy, KindRead, mOutput{known: true, read: mAbsent}, false, mHealthy},
+		{mFailed, KindRead, mOutput{known: true, read: mFailed}, true, mFailed},
+		{mFailed, KindRead, mOutput{known: true, read: mHealthy}, false, mFailed},
+		{mAbsent, KindRead, mOutput{known: true, read: mAbsent}, true, mAbsent},
+		{mAbsent, KindRead, mOutput{known: true, read: mFailed}, false, mAbsent},
 	}
 	for _, c := range cases {
 		ok, s := step(c.from, mInput{kind: c.in}, c.out)

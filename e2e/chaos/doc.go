@@ -26,8 +26,8 @@
 // is Info: it may take effect at any time after its call, or never.
 //
 // The checks (see the Check* constants): writes and consistent reads are
-// linearizable (porcupine, one partition per token, on presence; failures
-// in real time, model.go says why); no acknowledged write
+// linearizable (porcupine, one partition per token: absent, healthy or
+// failed, model.go); no acknowledged write
 // is lost; the index an agent answers with never goes back, across clients
 // and restarts; no fetch returns a token deleted or failed at or before the
 // fetch's index, nor on the agent that acknowledged the change after it

@@ -78,9 +78,9 @@ type Op struct {
 	Code string
 	// Err is the transport error, when no answer came.
 	Err string
-	// Index is a write's commit index (a report's only when it committed
-	// a change), or the applied index a read's X-Tokend-Index says; 0 when
-	// unknown.
+	// Index is a write's commit index (a report's: the index that holds
+	// its failure, when committed), or the applied index a read's
+	// X-Tokend-Index says; 0 when unknown.
 	Index uint64
 	// Outcome is what the client knows about the operation's effect.
 	Outcome Outcome

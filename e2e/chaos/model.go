@@ -6,34 +6,53 @@ import (
 	"github.com/anishathalye/porcupine"
 )
 
-// The linearizability model is one token, absent or present. The history
-// is partitioned by token (pool and key) — tokens are independent objects,
-// and linearizability is compositional — which keeps porcupine's search
-// small. A consistent read of a pool becomes one read of each token in the
-// partition of that token: whether it held the token.
+// The linearizability model is one token: absent, present and healthy, or
+// present and failed. The history is partitioned by token (pool and key) —
+// tokens are independent objects, and linearizability is compositional —
+// which keeps porcupine's search small. A consistent read of a pool becomes
+// one read of each token in the partition of that token: whether it held
+// the token, and whether failed. Consistent reads answer from the
+// replicated state alone (README, "Consistent reads"), so every agent's
+// answer fits one order.
+//
+// An add makes the token healthy; a delete makes it absent, from healthy
+// or failed. A report (unauthorized) answered committed found the token in
+// the replicated state and left it failed there (ReportResponse.Committed:
+// its index holds the failure, whether this report's change, another
+// report's that it waited for, or one already applied). A report answered
+// pending (202), or not answered, may fail the token at any point after its
+// call while the token exists, or never: the reporting agent keeps
+// forwarding it, and a leader that finds the token gone changes nothing.
+// Nothing in the workload makes a failed token healthy again (no resets,
+// probes or rotations).
 //
 // Writes whose outcome is unknown (Info) get an infinite return time, as in
 // Jepsen: they may take effect at any point after their call, or never
 // (linearized after everything else, where nothing observes them).
-//
-// A token's failure is not in this model: a consistent read answers with
-// the reading agent's own health overlay on top of the replicated state
-// (README: "the plain read's body"), so the agent that took a report shows
-// the token failed before the failure commits while the others do not, and
-// no single order explains both. Failures are checked in real time instead
-// (checkFailures): a read never shows a token failed before a report of it
-// was made, nor active once a report of it was acknowledged as committed.
 
 // mState is a token's state in the model.
 type mState uint8
 
 const (
 	mAbsent mState = iota
-	mPresent
+	mHealthy
+	mFailed
 )
 
 func (s mState) String() string {
-	return [...]string{StateAbsent, "present"}[s]
+	return [...]string{StateAbsent, StateActive, StateFailed}[s]
+}
+
+// modelState maps a state a read returned (StateActive or StateFailed, or
+// StateAbsent for a token missing from the answer) to the model's.
+func modelState(st string) mState {
+	switch st {
+	case StateFailed:
+		return mFailed
+	case StateAbsent:
+		return mAbsent
+	}
+	return mHealthy
 }
 
 type mInput struct {
@@ -45,7 +64,7 @@ type mOutput struct {
 	known bool // false: the outcome is unknown (Info)
 	// notFound: a delete found no such token.
 	notFound bool
-	// read: whether a read saw the token.
+	// read: what a read saw of the token.
 	read mState
 }
 
@@ -53,10 +72,15 @@ func step(state, input, output any) (bool, any) {
 	s, in, out := state.(mState), input.(mInput), output.(mOutput)
 	switch in.kind {
 	case KindAdd:
-		if !out.known {
-			return true, mPresent
+		switch {
+		case s == mAbsent:
+			return true, mHealthy
+		case !out.known:
+			// Each key is added once: an add of a token that exists
+			// would have been refused (409), and changed nothing.
+			return true, s
 		}
-		return s == mAbsent, mPresent
+		return false, s
 	case KindDelete:
 		switch {
 		case !out.known:
@@ -64,12 +88,18 @@ func step(state, input, output any) (bool, any) {
 		case out.notFound:
 			return s == mAbsent, mAbsent
 		default:
-			return s == mPresent, mAbsent
+			return s != mAbsent, mAbsent
 		}
 	case KindReport:
-		// A report changes no presence. One acknowledged as committed
-		// found the token in the replicated state.
-		return !out.known || s == mPresent, s
+		switch {
+		case s != mAbsent:
+			return true, mFailed
+		case !out.known:
+			// Taking effect once the token is gone, it changes nothing.
+			return true, s
+		}
+		// A report answered committed found the token.
+		return false, s
 	case KindRead:
 		return s == out.read, s
 	}
@@ -88,6 +118,8 @@ var tokenModel = porcupine.Model{
 			return fmt.Sprintf("#%d %s → ?", in.op, in.kind)
 		case out.notFound:
 			return fmt.Sprintf("#%d %s → not found", in.op, in.kind)
+		case in.kind == KindReport:
+			return fmt.Sprintf("#%d %s → committed", in.op, in.kind)
 		}
 		return fmt.Sprintf("#%d %s → ok", in.op, in.kind)
 	},

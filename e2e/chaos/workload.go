@@ -290,10 +290,11 @@ func (w *workload) report(proc int, rng *rand.Rand, ref *tokenRef) {
 		var rr api.ReportResponse
 		if err := a.decode(&rr); err == nil {
 			// The reporting agent stopped serving the token at once; the
-			// failure is in the replicated state only when committed.
-			// The answer's X-Tokend-Index is the commit index only when
-			// the report committed a change; otherwise it is this agent's
-			// applied index. The body's index is always the commit's.
+			// failure is in the replicated state only when committed, at
+			// the body's index (this report's commit, the one it waited
+			// for, or the token's last modification), which the agent
+			// applied before answering. Without an index the answer's
+			// X-Tokend-Index is only this agent's applied index.
 			p.Committed = rr.Committed
 			p.Index = rr.Index
 			p.Outcome = Info
