@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/tokend/tokend/fsm"
+	"github.com/tokend/tokend/internal/atomicfile"
 	"github.com/tokend/tokend/tokens"
 )
 
@@ -117,28 +117,8 @@ func readKeyFile(path string, logger hclog.Logger) ([][]byte, error) {
 // writeKeyFile replaces path with keys, atomically and readable by its owner
 // only.
 func writeKeyFile(path string, keys []string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".keyring-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
 	content := "# tokend keyring: one base64 key per line; the first seals new secrets until the cluster chooses one.\n" + strings.Join(keys, "\n") + "\n"
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.WriteString(content); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.Write(path, []byte(content))
 }
 
 func (k *keyring) load() *tokens.Keyring { return k.kr.Load() }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/tokend/tokend/internal/atomicfile"
 )
 
 // metaVersion is the format of nodeMeta; a member whose meta has another
@@ -273,12 +275,7 @@ func (c *Cluster) savePeers() {
 		return
 	}
 	b, _ := json.Marshal(addrs)
-	tmp := c.peersFile() + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		c.logger.Warn("save gossip peers", "error", err)
-		return
-	}
-	if err := os.Rename(tmp, c.peersFile()); err != nil {
+	if err := atomicfile.Write(c.peersFile(), b); err != nil {
 		c.logger.Warn("save gossip peers", "error", err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/hashicorp/memberlist"
 
+	"github.com/tokend/tokend/internal/atomicfile"
 	"github.com/tokend/tokend/tokens"
 )
 
@@ -142,23 +143,7 @@ func writeGossipKeyring(path string, keys [][]byte) error {
 		encoded[i] = base64.StdEncoding.EncodeToString(k)
 	}
 	b, _ := json.Marshal(encoded)
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("save gossip keyring: %w", err)
-	}
-	_, err = f.Write(append(b, '\n'))
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if err := atomicfile.Write(path, append(b, '\n')); err != nil {
 		return fmt.Errorf("save gossip keyring: %w", err)
 	}
 	return nil

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 
 	"github.com/tokend/tokend/api"
 	"github.com/tokend/tokend/api/client"
+	"github.com/tokend/tokend/internal/atomicfile"
 )
 
 // snapshotTimeout bounds a save or a restore: a restore waits until a
@@ -56,7 +56,7 @@ file is checked (format and checksum) before it is written.`,
 			if err != nil {
 				return err
 			}
-			if err := writeAtomic(args[0], data); err != nil {
+			if err := atomicfile.Write(args[0], data); err != nil {
 				return fmt.Errorf("write the snapshot: %w", err)
 			}
 			out := cmd.OutOrStdout()
@@ -190,40 +190,4 @@ func readSnapshotFile(path string) ([]byte, *api.SnapshotFile, error) {
 		return nil, nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return data, file, nil
-}
-
-// writeAtomic replaces path with data, readable by its owner only: data
-// goes to a temporary file in the same directory, synced, then renamed over
-// path, so path holds either the old contents or all of data.
-func writeAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // after a successful rename, there is nothing to remove
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	// The rename itself is durable once the directory is synced.
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }
