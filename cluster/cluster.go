@@ -201,7 +201,12 @@ func (c *Cluster) setupRaft() error {
 			return fmt.Errorf("open raft store: %w", err)
 		}
 		c.closers = append(c.closers, bolt)
-		cache, err := raft.NewLogCache(512, bolt)
+		walLog, err := openLogStore(dir, bolt, c.logger)
+		if err != nil {
+			return err
+		}
+		c.closers = append(c.closers, walLog)
+		cache, err := raft.NewLogCache(512, walLog)
 		if err != nil {
 			return err
 		}
