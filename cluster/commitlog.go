@@ -133,7 +133,8 @@ func (a *appliedIndex) Close() error { return a.f.Close() }
 
 // replayCommitted brings the state machine to the applied index this agent
 // recorded, from the latest readable snapshot and the log.
-func (c *Cluster) replayCommitted(logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, applied *appliedIndex) error {
+// recorded is the highest index the data dir records as committed.
+func (c *Cluster) replayCommitted(logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, recorded uint64) error {
 	metas, err := snaps.List()
 	if err != nil {
 		return fmt.Errorf("list snapshots: %w", err)
@@ -157,7 +158,7 @@ func (c *Cluster) replayCommitted(logs raft.LogStore, stable raft.StableStore, s
 	if len(metas) > 0 && from == 0 {
 		return errors.New("no snapshot in the data dir could be restored")
 	}
-	commit := applied.get()
+	commit := recorded
 	if legacy, err := stable.GetUint64(keyCommitIndex); err == nil {
 		commit = max(commit, legacy)
 	} else if !errors.Is(err, raftboltdb.ErrKeyNotFound) {
