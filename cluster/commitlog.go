@@ -40,7 +40,10 @@ import (
 // state machine already holds, which raftFSM skips by index.
 //
 // The cost is one fsync of 16 bytes per applied batch (~80 µs on the test
-// machine), paid by the FSM goroutine before the batch shows. Nothing a
+// machine), paid by the FSM goroutine before the batch shows — except where
+// the log append that brought newer entries already recorded the batch as
+// committed (a follower under steady writes: stagedcommit.go), which that
+// append's own sync made durable. Nothing a
 // reader or a writer was ever shown is lost by a crash: a write is
 // acknowledged only after the acknowledging agent applied it. An agent that
 // had not yet learned a write was committed (within one CommitTimeout of
