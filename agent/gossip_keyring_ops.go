@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"encoding/json"
-	"slices"
 	"strings"
 
 	"github.com/tokend/tokend/api"
@@ -122,17 +121,7 @@ func (b *backend) GossipKeyringUse(ctx context.Context, id string, force bool) (
 	if err != nil {
 		return api.GossipKeyringChange{}, err
 	}
-	var lacking []string
-	for _, c := range calls {
-		switch {
-		case c.err != nil && c.member.Status != cluster.StatusAlive && force:
-			// An operator said this member is gone for good.
-		case c.err != nil:
-			lacking = append(lacking, c.member.Name+" ("+tokens.AsError(c.err).Message+")")
-		case !slices.Contains(c.result.Keys, id):
-			lacking = append(lacking, c.member.Name)
-		}
-	}
+	lacking := lackingKey(calls, id, force, func(n api.NodeGossipKeyring) []string { return n.Keys })
 	if len(lacking) > 0 {
 		return api.GossipKeyringChange{}, tokens.Errorf(tokens.CodeConflict, "gossip key %s is not installed on every agent (missing on %s): install it first (tokend operator gossip-keyring install); a failed agent that will not come back can be passed over with force", id, strings.Join(lacking, ", "))
 	}

@@ -132,6 +132,23 @@ func (a *Agent) callMembers(ctx context.Context, name string, req any) ([]member
 	return callEach[api.NodeKeyring](ctx, a, name, req)
 }
 
+// lackingKey names the members whose keyring, as their answers to a list
+// call show, lacks key id; with force, failed members are passed over.
+func lackingKey[T any](calls []memberResult[T], id string, force bool, keys func(T) []string) []string {
+	var lacking []string
+	for _, c := range calls {
+		switch {
+		case c.err != nil && c.member.Status != cluster.StatusAlive && force:
+			// An operator said this member is gone for good.
+		case c.err != nil:
+			lacking = append(lacking, c.member.Name+" ("+tokens.AsError(c.err).Message+")")
+		case !slices.Contains(keys(c.result), id):
+			lacking = append(lacking, c.member.Name)
+		}
+	}
+	return lacking
+}
+
 // callEach calls name on every member that has not left, at once, and
 // decodes each answer into a T. A failed member is not called; its entry
 // says so.
@@ -226,17 +243,7 @@ func (b *backend) KeyringUse(ctx context.Context, id string, force bool) (api.Ke
 	if err != nil {
 		return api.KeyringChange{}, err
 	}
-	var lacking []string
-	for _, c := range calls {
-		switch {
-		case c.err != nil && c.member.Status != cluster.StatusAlive && force:
-			// An operator said this member is gone for good.
-		case c.err != nil:
-			lacking = append(lacking, c.member.Name+" ("+tokens.AsError(c.err).Message+")")
-		case !slices.Contains(c.result.Keys, id):
-			lacking = append(lacking, c.member.Name)
-		}
-	}
+	lacking := lackingKey(calls, id, force, func(n api.NodeKeyring) []string { return n.Keys })
 	if len(lacking) > 0 {
 		return api.KeyringChange{}, tokens.Errorf(tokens.CodeConflict, "key %s is not installed on every agent (missing on %s): install it first (tokend operator keyring install); a failed agent that will not come back can be passed over with force", id, strings.Join(lacking, ", "))
 	}

@@ -81,19 +81,7 @@ keygen prints. The key is read from FILE, or from stdin with - or no argument,
 never from the command line (it would stay in the shell history).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var (
-				src  io.Reader = cmd.InOrStdin()
-				from           = "stdin"
-			)
-			if len(args) == 1 && args[0] != "-" {
-				f, err := os.Open(args[0])
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				src, from = f, args[0]
-			}
-			key, err := readKey(from, src)
+			key, err := readKeyArg(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -223,19 +211,7 @@ history). Agents whose keyring came from --encrypt-key-file save it there;
 agents given TOKEND_ENCRYPT_KEY keep it in memory and say so.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var (
-				src  io.Reader = cmd.InOrStdin()
-				from           = "stdin"
-			)
-			if len(args) == 1 && args[0] != "-" {
-				f, err := os.Open(args[0])
-				if err != nil {
-					return err
-				}
-				defer f.Close()
-				src, from = f, args[0]
-			}
-			key, err := readKey(from, src)
+			key, err := readKeyArg(cmd, args)
 			if err != nil {
 				return err
 			}
@@ -251,6 +227,20 @@ agents given TOKEND_ENCRYPT_KEY keep it in memory and say so.`,
 
 // readKey reads one base64 key, skipping blank and # lines. Errors never
 // quote it.
+// readKeyArg reads the one key of the file args names, or of stdin with -
+// or no argument.
+func readKeyArg(cmd *cobra.Command, args []string) (string, error) {
+	if len(args) == 0 || args[0] == "-" {
+		return readKey("stdin", cmd.InOrStdin())
+	}
+	f, err := os.Open(args[0])
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	return readKey(args[0], f)
+}
+
 func readKey(from string, r io.Reader) (string, error) {
 	b, err := io.ReadAll(io.LimitReader(r, 4096))
 	if err != nil {
