@@ -57,13 +57,6 @@ type CheckInput struct {
 	// Timeout bounds porcupine on each token (default 30 s); a token not
 	// decided in time is noted, not failed.
 	Timeout time.Duration
-	// ExcuseStaleRestarts notes, instead of failing, an agent that comes
-	// back from a kill with an older state than it served before: its index
-	// going back, or a token it acknowledged deleting or failing served
-	// again. For agents that restore only what they know was committed
-	// when they last recorded the commit index (issue 6, restart
-	// freshness); the checks on indexes at or above a deletion still hold.
-	ExcuseStaleRestarts bool
 }
 
 // CheckResult is one check's verdict.
@@ -483,7 +476,6 @@ func checkMonotonic(in CheckInput) CheckResult {
 			groups[group{op.Node, epoch}] = append(groups[group{op.Node, epoch}], op)
 		}
 	}
-	excused := 0
 	for g, ops := range groups {
 		res.Checked += len(ops)
 		byCall := slices.Clone(ops)
@@ -510,10 +502,6 @@ func checkMonotonic(in CheckInput) CheckResult {
 			if highest == nil || b.Index >= highest.Index || b.Kind == KindReport {
 				continue
 			}
-			if in.ExcuseStaleRestarts && killedBetween(in.Faults, g.node, highest.Return, b.Call) {
-				excused++
-				continue
-			}
 			if d := drops[highest]; d != nil {
 				d.more++
 				continue
@@ -526,9 +514,6 @@ func checkMonotonic(in CheckInput) CheckResult {
 			res.violate("on %s the index went back from %d to %d (and %d more answers below %d followed): %s answered before %s was made", g.node, a.Index, d.first.Index, d.more, a.Index, a, d.first)
 		}
 	}
-	if excused > 0 {
-		res.Notes = append(res.Notes, fmt.Sprintf("%d answers after a kill went back in index: excused (ExcuseStaleRestarts)", excused))
-	}
 	return res
 }
 
@@ -537,17 +522,6 @@ func checkMonotonic(in CheckInput) CheckResult {
 func wipedBetween(windows []Window, node string, from, to time.Time) bool {
 	for _, w := range windows {
 		if w.Node == node && w.Kind == FaultWiped && w.overlaps(from, to) {
-			return true
-		}
-	}
-	return false
-}
-
-// killedBetween reports whether node's process was killed (not paused)
-// between from and to.
-func killedBetween(windows []Window, node string, from, to time.Time) bool {
-	for _, w := range windows {
-		if w.Node == node && w.Kind == FaultKilled && w.overlaps(from, to) {
 			return true
 		}
 	}
@@ -564,7 +538,6 @@ func checkDeadTokens(in CheckInput) CheckResult {
 		committed bool
 	}
 	ends := map[tokenKey][]end{}
-	excused := 0
 	for i := range in.Ops {
 		op := &in.Ops[i]
 		k := tokenKey{op.Pool, op.Key}
@@ -596,16 +569,9 @@ func checkDeadTokens(in CheckInput) CheckResult {
 				// The acknowledging agent applied the change (or, for a
 				// report, its overlay) before it answered; an overlay
 				// not committed yet does not survive a restart.
-				if in.ExcuseStaleRestarts && killedBetween(in.Faults, f.Node, e.op.Return, f.Call) {
-					excused++
-					continue
-				}
 				res.violate("%s returned %s after this agent acknowledged it %s: %s", f, f.Key, e.why, e.op)
 			}
 		}
-	}
-	if excused > 0 {
-		res.Notes = append(res.Notes, fmt.Sprintf("%d fetches after a kill returned a token the agent had acknowledged deleting or failing before it: excused (ExcuseStaleRestarts)", excused))
 	}
 	return res
 }

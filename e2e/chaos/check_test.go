@@ -392,15 +392,9 @@ func TestNonMonotonicReads(t *testing.T) {
 		h.fetch(1, "n1", StableKey, "tok_s", 30, 31, 9)
 		faults := []Window{{Node: "n1", Kind: FaultKilled, Start: ms(6), End: ms(20)}}
 		expect(t, run(t, CheckInput{Ops: h.ops, Faults: faults}), map[string]string{CheckMonotonic: "index went back from 10 to 9"})
-		// Until restarts are fresh, a kill may be excused: noted, not failed.
-		results := run(t, CheckInput{Ops: h.ops, Faults: faults, ExcuseStaleRestarts: true})
-		expect(t, results, nil)
-		if n := results[CheckMonotonic].Notes; len(n) != 1 || !strings.Contains(n[0], "excused") {
-			t.Errorf("notes %v, want the excused regression", n)
-		}
-		// A pause is not a restart: nothing excuses it.
+		// Nor across a pause.
 		faults[0].Kind = FaultPaused
-		expect(t, run(t, CheckInput{Ops: h.ops, Faults: faults, ExcuseStaleRestarts: true}), map[string]string{CheckMonotonic: "index went back from 10 to 9"})
+		expect(t, run(t, CheckInput{Ops: h.ops, Faults: faults}), map[string]string{CheckMonotonic: "index went back from 10 to 9"})
 	})
 	t.Run("committed report", func(t *testing.T) {
 		// A report committed by a commit older than the agent's last
@@ -445,11 +439,6 @@ func TestDeadTokensServed(t *testing.T) {
 		// Even across a restart: the delete was committed and applied.
 		faults := []Window{{Node: "n1", Kind: FaultKilled, Start: ms(30), End: ms(31)}}
 		expect(t, run(t, CheckInput{Ops: h.ops, Faults: faults}), map[string]string{CheckDeadTokens: "after this agent acknowledged it deleted"})
-		results := run(t, CheckInput{Ops: h.ops, Faults: faults, ExcuseStaleRestarts: true})
-		expect(t, results, nil)
-		if n := results[CheckDeadTokens].Notes; len(n) != 1 {
-			t.Errorf("notes %v, want the excused fetch", n)
-		}
 		// An agent that lost its data dir is a new server: what the old
 		// one acknowledged binds only the index rule.
 		faults[0].Kind = FaultWiped

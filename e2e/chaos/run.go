@@ -92,8 +92,6 @@ type Config struct {
 	// a fault; ConvergeTimeout waiting for every agent to hold the same
 	// state at the end; CheckTimeout each linearizability check.
 	ReadyTimeout, ConvergeTimeout, CheckTimeout time.Duration
-	// ExcuseStaleRestarts: see CheckInput.
-	ExcuseStaleRestarts bool
 	// ArtifactDir receives the porcupine visualization of any history
 	// that is not linearizable; empty uses a new temporary directory.
 	ArtifactDir string
@@ -226,7 +224,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	if artifacts == "" {
 		artifacts = filepath.Join(os.TempDir(), fmt.Sprintf("tokend-chaos-%d-%s", cfg.Seed, begin.Format("20060102-150405")))
 	}
-	rep.Checks, rep.Artifacts = Check(CheckInput{Ops: ops, Faults: cfg.Faults.Windows(), Final: final, ArtifactDir: artifacts, Timeout: cfg.CheckTimeout, ExcuseStaleRestarts: cfg.ExcuseStaleRestarts})
+	rep.Checks, rep.Artifacts = Check(CheckInput{Ops: ops, Faults: cfg.Faults.Windows(), Final: final, ArtifactDir: artifacts, Timeout: cfg.CheckTimeout})
 	if cerr != nil {
 		for i := range rep.Checks {
 			if c := &rep.Checks[i]; c.Name == CheckConvergence && len(c.Violations) == 0 {
