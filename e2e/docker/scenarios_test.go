@@ -146,8 +146,9 @@ func testMinority(t *testing.T, c *Cluster, f *Fault) {
 		t.Logf("consistent read on %s in the minority: 503 %s after %s", a.n, a.r.code(), a.took.Round(time.Millisecond))
 	}
 	// On the majority, a consistent read anywhere sees a write just
-	// acknowledged through another of its nodes.
-	last := c.add(ctx, majority[0], 0, false)
+	// acknowledged through another of its nodes. Reserved, so that the
+	// workload's writers do not delete it before it is read.
+	last := c.addWith(ctx, majority[0], &writeRec{reserved: true}, 0)
 	if !last.acked() {
 		t.Fatalf("write through the majority: %s", last)
 	}
