@@ -39,7 +39,7 @@ import (
 // NoSnapshotRestoreOnStart and, once a leader is back, re-sends entries the
 // state machine already holds, which raftFSM skips by index.
 //
-// The cost is one fsync of 16 bytes per applied batch (~80 µs on the test
+// The cost is one fsync of 16 bytes per applied batch (80–120 µs on the test
 // machine), paid by the FSM goroutine before the batch shows. Nothing a
 // reader or a writer was ever shown is lost by a crash: a write is
 // acknowledged only after the acknowledging agent applied it. An agent that
