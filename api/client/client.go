@@ -281,6 +281,9 @@ type Meta struct {
 	// Consistent says the read was a consistent one: Index holds every
 	// write committed before the request.
 	Consistent bool
+	// Cached says a Cache answered from memory, without asking the agent;
+	// the other fields are those of the fetch that filled it.
+	Cached bool
 }
 
 // response is what do hands back besides the decoded body.
