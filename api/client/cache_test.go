@@ -567,3 +567,61 @@ func TestCacheClose(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCacheCluster checks, on three agents, that a report taken by another
+// agent reaches a cache on a follower through Raft and the watch, and that
+// the cache survives its agent's restart: no answer from memory while the
+// agent is down, a change made meanwhile seen afterwards, and answers from
+// memory again once the watch is back.
+func TestCacheCluster(t *testing.T) {
+	cl := testutil.NewCluster(t, 3)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	followers := cl.Followers()
+	near, far := followers[0], followers[1]
+	other, err := New("http://" + far.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	primary, backup := cachedPool(t, ctx, other, "cluster", nil)
+	c, err := New("unix://" + near.SocketPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newCache(t, c, CacheOptions{})
+	serves := func(what, want string, cached bool) {
+		t.Helper()
+		start := time.Now()
+		testutil.WaitFor(t, 15*time.Second, func() error {
+			tok, meta, err := k.FetchToken(ctx, "cluster", FetchOptions{})
+			if err != nil || tok.ID != want || meta.Cached != cached {
+				return fmt.Errorf("%s: fetch = %s (cached %v), %v; want %s (cached %v)", what, tok.ID, meta.Cached, err, want, cached)
+			}
+			return nil
+		})
+		t.Logf("%s: %v", what, time.Since(start))
+	}
+	serves("the start", primary.ID, true)
+
+	if _, err := other.Report(ctx, "cluster", primary.ID, api.ReportRequest{Outcome: "unauthorized"}); err != nil {
+		t.Fatal(err)
+	}
+	serves("a report to another agent", backup.ID, true)
+
+	cl.Stop(near)
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		if s := k.Stats(); s.Fresh {
+			return fmt.Errorf("the watch still confirms freshness with its agent down")
+		}
+		return nil
+	})
+	if tok, meta, err := k.FetchToken(ctx, "cluster", FetchOptions{}); err == nil || meta.Cached {
+		t.Fatalf("fetch with the agent down = %s (cached %v), %v; want an error", tok.ID, meta.Cached, err)
+	}
+	// Meanwhile the primary comes back.
+	if _, err := other.ResetToken(ctx, "cluster", primary.ID); err != nil {
+		t.Fatal(err)
+	}
+	cl.Restart(near)
+	serves("the agent's restart and a reset meanwhile", primary.ID, true)
+}

@@ -239,6 +239,10 @@ func FromEnv() (*Client, error) {
 // Addr returns the address the client was made with.
 func (c *Client) Addr() string { return c.addr }
 
+// CloseIdleConnections closes the client's connections to the agent that
+// are not in use.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
 // Error is a non-2xx answer from the agent.
 type Error struct {
 	StatusCode int
