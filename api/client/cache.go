@@ -94,11 +94,10 @@ type Cache struct {
 	entries atomic.Pointer[map[string]*cacheEntry]
 
 	mu sync.Mutex
-	// gens counts the invalidations of each pool, and epoch those of every
-	// pool: a fetch stores its answer only if neither moved while it ran.
-	gens     map[string]uint64
-	epoch    uint64
-	flights  map[string]*flight
+	// flights are the fetches running, by pool and wait. Invalidating a
+	// pool marks its flights stale and forgets them, so that their answers
+	// are not kept and later misses do not share them.
+	flights  map[flightKey]*flight
 	watchErr string
 	closed   bool
 
@@ -115,12 +114,16 @@ type cacheEntry struct {
 
 // flight is one fetch that concurrent misses of a pool share.
 type flight struct {
-	epoch, gen uint64
-	wait       time.Duration
-	done       chan struct{}
-	tok        api.Token
-	meta       Meta
-	err        error
+	stale bool // guarded by Cache.mu
+	done  chan struct{}
+	tok   api.Token
+	meta  Meta
+	err   error
+}
+
+type flightKey struct {
+	pool string
+	wait time.Duration
 }
 
 // NewCache returns a cache in front of c and starts its change watch.
@@ -147,12 +150,16 @@ func NewCache(c *Client, opts CacheOptions) *Cache {
 		// always at hand while the agent is well.
 		wait:    opts.MaxStale / 4,
 		base:    time.Now(),
-		gens:    map[string]uint64{},
-		flights: map[string]*flight{},
+		flights: map[flightKey]*flight{},
 		cancel:  cancel,
 		done:    make(chan struct{}),
 	}
 	k.entries.Store(&map[string]*cacheEntry{})
+	if c.consistent {
+		// Every fetch bypasses the cache: nothing to watch for.
+		close(k.done)
+		return k
+	}
 	go k.watch(ctx)
 	return k
 }
@@ -206,7 +213,12 @@ func (k *Cache) Invalidate(pool string) {
 }
 
 func (k *Cache) invalidateLocked(pool string) {
-	k.gens[pool]++
+	for key, f := range k.flights {
+		if key.pool == pool {
+			f.stale = true
+			delete(k.flights, key)
+		}
+	}
 	if _, ok := (*k.entries.Load())[pool]; ok {
 		k.setEntryLocked(pool, nil)
 	}
@@ -230,9 +242,11 @@ func (k *Cache) setEntryLocked(pool string, e *cacheEntry) {
 
 // dropAllLocked drops every pool's answer.
 func (k *Cache) dropAllLocked() {
-	k.epoch++
+	for _, f := range k.flights {
+		f.stale = true
+	}
+	clear(k.flights)
 	k.entries.Store(&map[string]*cacheEntry{})
-	clear(k.gens) // the epoch covers every pool now
 }
 
 // dropAll drops every answer; reason, when not empty, is kept as the
@@ -322,13 +336,14 @@ func (k *Cache) Report(ctx context.Context, pool, id string, req api.ReportReque
 func (k *Cache) fill(ctx context.Context, pool string, wait time.Duration) (api.Token, Meta, error) {
 	for {
 		k.mu.Lock()
-		f := k.flights[pool]
-		if f == nil || f.epoch != k.epoch || f.gen != k.gens[pool] || f.wait != wait {
-			f = &flight{epoch: k.epoch, gen: k.gens[pool], wait: wait, done: make(chan struct{})}
-			k.flights[pool] = f
+		key := flightKey{pool, wait}
+		f := k.flights[key]
+		if f == nil {
+			f = &flight{done: make(chan struct{})}
+			k.flights[key] = f
 			k.mu.Unlock()
 			f.tok, f.meta, f.err = k.c.FetchToken(ctx, pool, FetchOptions{Wait: wait})
-			k.land(pool, f)
+			k.land(key, f)
 			return f.tok, f.meta, f.err
 		}
 		k.mu.Unlock()
@@ -346,18 +361,18 @@ func (k *Cache) fill(ctx context.Context, pool string, wait time.Duration) (api.
 }
 
 // land ends flight f and keeps its answer when it may be served.
-func (k *Cache) land(pool string, f *flight) {
+func (k *Cache) land(key flightKey, f *flight) {
 	now := time.Now()
 	e := &cacheEntry{tok: f.tok, meta: f.meta, fetched: now}
 	if f.tok.ExpiresAt != nil {
 		e.expires = *f.tok.ExpiresAt
 	}
 	k.mu.Lock()
-	if k.flights[pool] == f {
-		delete(k.flights, pool)
+	if k.flights[key] == f {
+		delete(k.flights, key)
 	}
-	if f.err == nil && !k.closed && f.epoch == k.epoch && f.gen == k.gens[pool] && k.fresh(now) && k.servable(e, now) {
-		k.setEntryLocked(pool, e)
+	if f.err == nil && !f.stale && !k.closed && k.fresh(now) && k.servable(e, now) {
+		k.setEntryLocked(key.pool, e)
 	}
 	k.mu.Unlock()
 	close(f.done)

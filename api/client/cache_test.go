@@ -625,3 +625,25 @@ func TestCacheCluster(t *testing.T) {
 	cl.Restart(near)
 	serves("the agent's restart and a reset meanwhile", primary.ID, true)
 }
+
+// TestCacheConsistentClient checks a cache in front of a client that makes
+// consistent reads passes every fetch through and watches nothing.
+func TestCacheConsistentClient(t *testing.T) {
+	f := newCacheAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := New(f.srv.URL, WithConsistentReads())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := NewCache(c, CacheOptions{})
+	defer k.Close()
+	for range 3 {
+		if _, meta := fetchVia(t, ctx, k, "p"); meta.Cached {
+			t.Fatal("a consistent client's fetch was served from memory")
+		}
+	}
+	if s := k.Stats(); f.fetches.Load() != 3 || s.Bypassed != 3 || s.Fresh {
+		t.Fatalf("%d fetches, stats %+v; want 3 bypassed and no watch", f.fetches.Load(), s)
+	}
+}
