@@ -148,7 +148,7 @@ func NewCache(c *Client, opts CacheOptions) *Cache {
 		// A watch request answers within wait when nothing happens, so
 		// an answer asked for at most 2·wait (plus two round trips) ago is
 		// always at hand while the agent is well.
-		wait:    opts.MaxStale / 4,
+		wait:    min(opts.MaxStale/4, api.MaxEventsWait),
 		base:    time.Now(),
 		flights: map[flightKey]*flight{},
 		cancel:  cancel,
