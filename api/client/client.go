@@ -239,6 +239,10 @@ func FromEnv() (*Client, error) {
 // Addr returns the address the client was made with.
 func (c *Client) Addr() string { return c.addr }
 
+// CloseIdleConnections closes the client's connections to the agent that
+// are not in use.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
 // Error is a non-2xx answer from the agent.
 type Error struct {
 	StatusCode int
@@ -281,6 +285,9 @@ type Meta struct {
 	// Consistent says the read was a consistent one: Index holds every
 	// write committed before the request.
 	Consistent bool
+	// Cached says a Cache answered from memory, without asking the agent;
+	// the other fields are those of the fetch that filled it.
+	Cached bool
 }
 
 // response is what do hands back besides the decoded body.

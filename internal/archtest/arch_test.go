@@ -53,7 +53,7 @@ var allowed = map[string][]string{
 	"bench/internal/suite":   {"bench/internal/load", "bench/internal/stats"},
 	"bench/internal/floor":   {},
 	"bench/internal/procs":   {"api", "go.etcd.io/etcd/client/v3", "go.uber.org/zap"},
-	"bench/internal/targets": {"api", "bench/internal/load", "bench/internal/procs", "go.etcd.io/etcd/client/v3"},
+	"bench/internal/targets": {"api", "api/client", "bench/internal/load", "bench/internal/procs", "go.etcd.io/etcd/client/v3"},
 }
 
 func TestImportGraph(t *testing.T) {

@@ -270,9 +270,10 @@ func runUp(ctx context.Context, args []string) error {
 
 func runLoad(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("load", flag.ExitOnError)
-	kind := fs.String("target", "http", "http (GET -path), tokend-add (POST tokens), etcd-get (serializable) or etcd-put")
+	kind := fs.String("target", "http", "http (GET -path), tokend-cache (fetch -pool through the Go client's cache), tokend-add (POST tokens), etcd-get (serializable) or etcd-put")
 	addr := fs.String("addr", "", "tcp:HOST:PORT or unix:PATH for http and tokend-add; an etcd client URL for etcd-*")
 	path := fs.String("path", "/v1/pools/bench/token", "path for http")
+	pool := fs.String("pool", "bench", "pool for tokend-cache")
 	key := fs.String("key", "/tokend-bench/token", "key for etcd-get; key prefix for etcd-put")
 	valueSize := fs.Int("value-size", 40, "bytes written by tokend-add and etcd-put")
 	c := fs.Int("c", 1, "clients (concurrency)")
@@ -297,6 +298,12 @@ func runLoad(ctx context.Context, args []string) error {
 			return err
 		}
 		nw = targets.HTTPGet(ep, *path)
+	case "tokend-cache":
+		ep, err := endpoint()
+		if err != nil {
+			return err
+		}
+		nw = targets.TokendCached(ep, *pool)
 	case "tokend-add":
 		ep, err := endpoint()
 		if err != nil {
@@ -308,7 +315,7 @@ func runLoad(ctx context.Context, args []string) error {
 	case "etcd-put":
 		nw = targets.EtcdPut(*addr, *key, randomValue(*valueSize))
 	default:
-		return fmt.Errorf("-target %q: http, tokend-add, etcd-get or etcd-put", *kind)
+		return fmt.Errorf("-target %q: http, tokend-cache, tokend-add, etcd-get or etcd-put", *kind)
 	}
 	res, err := load.Run(ctx, load.Config{Concurrency: *c, Warmup: *warmup, Duration: *d}, nw)
 	if err != nil {

@@ -228,11 +228,12 @@ func captureFetch(addr, path string) (floor.Response, error) {
 // workers returns how to make the workers of each system.
 func (e *env) workers(run int) map[string]load.NewWorker {
 	w := map[string]load.NewWorker{
-		suite.TokendUnix: targets.HTTPGet(targets.Endpoint{Network: "unix", Addr: e.tReader.Socket}, e.fetchPath),
-		suite.TokendTCP:  targets.HTTPGet(targets.Endpoint{Network: "tcp", Addr: e.tReader.HTTPAddr}, e.fetchPath),
-		suite.FloorUnix:  targets.HTTPGet(targets.Endpoint{Network: "unix", Addr: e.floorUnix}, e.fetchPath),
-		suite.FloorTCP:   targets.HTTPGet(targets.Endpoint{Network: "tcp", Addr: e.floorTCP}, e.fetchPath),
-		suite.TokendAdd:  targets.TokendAdd(targets.Endpoint{Network: "tcp", Addr: e.tokendWriter}, fmt.Sprintf("w%d", run), e.value),
+		suite.TokendUnix:  targets.HTTPGet(targets.Endpoint{Network: "unix", Addr: e.tReader.Socket}, e.fetchPath),
+		suite.TokendCache: targets.TokendCached(targets.Endpoint{Network: "unix", Addr: e.tReader.Socket}, benchPool),
+		suite.TokendTCP:   targets.HTTPGet(targets.Endpoint{Network: "tcp", Addr: e.tReader.HTTPAddr}, e.fetchPath),
+		suite.FloorUnix:   targets.HTTPGet(targets.Endpoint{Network: "unix", Addr: e.floorUnix}, e.fetchPath),
+		suite.FloorTCP:    targets.HTTPGet(targets.Endpoint{Network: "tcp", Addr: e.floorTCP}, e.fetchPath),
+		suite.TokendAdd:   targets.TokendAdd(targets.Endpoint{Network: "tcp", Addr: e.tokendWriter}, fmt.Sprintf("w%d", run), e.value),
 	}
 	if e.etcd != nil {
 		w[suite.EtcdGet] = targets.EtcdGet(e.eReader.ClientURL, etcdKey)

@@ -54,9 +54,9 @@ func TestSuiteSmoke(t *testing.T) {
 		}
 	}()
 	ws := e.workers(0)
-	want := 5
+	want := 6
 	if etcd != "" {
-		want = 7
+		want = 8
 	}
 	if len(ws) != want {
 		t.Errorf("%d systems, want %d", len(ws), want)

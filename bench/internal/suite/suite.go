@@ -27,12 +27,15 @@ import (
 // The systems the suite measures.
 const (
 	TokendUnix = "tokend fetch, unix socket"
-	FloorUnix  = "floor, unix socket"
-	TokendTCP  = "tokend fetch, TCP"
-	FloorTCP   = "floor, TCP"
-	EtcdGet    = "etcd get, serializable"
-	TokendAdd  = "tokend token add"
-	EtcdPut    = "etcd put"
+	// TokendCache is the Go client's cache (client.NewCache) in front of
+	// the agent's unix socket: a repeat fetch served from memory.
+	TokendCache = "tokend fetch, client cache"
+	FloorUnix   = "floor, unix socket"
+	TokendTCP   = "tokend fetch, TCP"
+	FloorTCP    = "floor, TCP"
+	EtcdGet     = "etcd get, serializable"
+	TokendAdd   = "tokend token add"
+	EtcdPut     = "etcd put"
 )
 
 // Workloads.
@@ -73,14 +76,14 @@ func Groups(fetchC, writeC []int, withEtcd bool) []Group {
 	var gs []Group
 	for _, c := range fetchC {
 		g := Group{Workload: Fetch, Concurrency: c,
-			Targets: []string{TokendUnix, FloorUnix, TokendTCP, FloorTCP},
-			Compare: []Compare{{TokendUnix, FloorUnix, VsFloor}, {TokendTCP, FloorTCP, VsFloor}},
+			Targets: []string{TokendUnix, FloorUnix, TokendTCP, FloorTCP, TokendCache},
+			Compare: []Compare{{TokendUnix, FloorUnix, VsFloor}, {TokendTCP, FloorTCP, VsFloor}, {TokendCache, FloorUnix, VsFloor}},
 		}
 		if withEtcd {
 			// The floor's ratio to etcd is the most any HTTP server in Go
 			// could show here.
 			g.Targets = append(g.Targets, EtcdGet)
-			g.Compare = append(g.Compare, Compare{TokendUnix, EtcdGet, VsEtcd}, Compare{TokendTCP, EtcdGet, VsEtcd},
+			g.Compare = append(g.Compare, Compare{TokendUnix, EtcdGet, VsEtcd}, Compare{TokendTCP, EtcdGet, VsEtcd}, Compare{TokendCache, EtcdGet, VsEtcd},
 				Compare{FloorUnix, EtcdGet, VsEtcd}, Compare{FloorTCP, EtcdGet, VsEtcd})
 		}
 		gs = append(gs, g)

@@ -159,7 +159,7 @@ func TestGroups(t *testing.T) {
 	if len(gs) != 4 || gs[0].Name() != "fetch c=1" || gs[3].Name() != "write c=16" {
 		t.Fatalf("groups %+v", gs)
 	}
-	if len(gs[1].Targets) != 5 || len(gs[1].Compare) != 6 || len(gs[2].Targets) != 2 {
+	if len(gs[1].Targets) != 6 || len(gs[1].Compare) != 8 || len(gs[2].Targets) != 2 {
 		t.Errorf("with etcd: %+v", gs)
 	}
 	gs = Groups([]int{1}, []int{16}, false)

@@ -14,10 +14,12 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/tokend/tokend/api"
+	"github.com/tokend/tokend/api/client"
 	"github.com/tokend/tokend/bench/internal/load"
 	"github.com/tokend/tokend/bench/internal/procs"
 )
@@ -64,6 +66,47 @@ func HTTPGet(e Endpoint, path string) load.NewWorker {
 				return do(c, req, http.StatusOK)
 			},
 			Close: c.CloseIdleConnections,
+		}, nil
+	}
+}
+
+// TokendCached makes workers that fetch a token of pool through the Go
+// client's cache (client.NewCache) in front of the agent at e: each worker
+// is one client process with its own cache and change watch, ready (watch
+// confirmed, pool fetched once) before the run. A fetch the cache serves
+// makes no request.
+func TokendCached(e Endpoint, pool string) load.NewWorker {
+	return func(int) (load.Worker, error) {
+		addr := "unix://" + e.Addr
+		if e.Network == "tcp" {
+			addr = "http://" + e.Addr
+		}
+		c, err := client.New(addr)
+		if err != nil {
+			return load.Worker{}, err
+		}
+		k := client.NewCache(c, client.CacheOptions{})
+		closeAll := func() {
+			_ = k.Close()
+			c.CloseIdleConnections()
+		}
+		for deadline := time.Now().Add(10 * time.Second); !k.Stats().Fresh; {
+			if time.Now().After(deadline) {
+				closeAll()
+				return load.Worker{}, fmt.Errorf("the cache's watch of %s did not confirm freshness: %s", e, k.Stats().WatchError)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		if _, _, err := k.FetchToken(context.Background(), pool, client.FetchOptions{}); err != nil {
+			closeAll()
+			return load.Worker{}, err
+		}
+		return load.Worker{
+			Op: func(ctx context.Context) error {
+				_, _, err := k.FetchToken(ctx, pool, client.FetchOptions{})
+				return err
+			},
+			Close: closeAll,
 		}, nil
 	}
 }

@@ -8,10 +8,13 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tokend/tokend/api"
 	"github.com/tokend/tokend/bench/internal/load"
+	"github.com/tokend/tokend/tokens"
 )
 
 func TestUniqueValue(t *testing.T) {
@@ -116,5 +119,50 @@ func TestTokendAddMovesToANewPoolAndCleansUp(t *testing.T) {
 	w.Close()
 	if len(f.pools) != 0 || len(f.deleted) != 2 {
 		t.Errorf("after close: pools %d, deleted %v", len(f.pools), f.deleted)
+	}
+}
+
+// TestTokendCachedServesFromMemory checks a cached worker fetches the
+// pool once before the run and then makes no request per operation.
+func TestTokendCachedServesFromMemory(t *testing.T) {
+	var fetches, events atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/pools/p/token":
+			fetches.Add(1)
+			_ = json.NewEncoder(w).Encode(api.Token{ID: "tok_1", Pool: "p", Value: "v", Health: "healthy"})
+		case "/v1/events":
+			// Nothing happens: a watch request waits as asked, or until
+			// the worker closes.
+			events.Add(1)
+			if wait, _ := time.ParseDuration(r.URL.Query().Get("wait")); wait > 0 {
+				select {
+				case <-time.After(wait):
+				case <-r.Context().Done():
+					return
+				}
+			}
+			_ = json.NewEncoder(w).Encode(api.Events{Index: 5, Events: []tokens.Event{}})
+		default:
+			t.Errorf("unexpected %s %s", r.Method, r.URL.Path)
+			w.WriteHeader(http.StatusNotFound)
+		}
+	}))
+	defer srv.Close()
+	w, err := TokendCached(Endpoint{"tcp", strings.TrimPrefix(srv.URL, "http://")}, "p")(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if n := fetches.Load(); n != 1 || events.Load() == 0 {
+		t.Fatalf("%d fetches and %d event requests before the run, want 1 and some", n, events.Load())
+	}
+	for range 100 {
+		if err := w.Op(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := fetches.Load(); n != 1 {
+		t.Fatalf("%d fetches after 100 operations, want 1", n)
 	}
 }
