@@ -9,7 +9,7 @@ require (
 	github.com/hashicorp/memberlist v0.7.0
 	github.com/hashicorp/raft v1.8.0
 	github.com/hashicorp/raft-boltdb/v2 v2.2.2
-	github.com/hashicorp/raft-wal v0.4.0
+	github.com/hashicorp/raft-wal v0.4.2
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/common v0.73.1
 	github.com/spf13/cobra v1.10.2
@@ -68,3 +68,9 @@ require (
 // data dir written before must be read with the encoding it was written in.
 // raft-wal itself does not use msgpack.
 replace github.com/hashicorp/go-msgpack => github.com/hashicorp/go-msgpack v0.5.5
+
+// raft-wal v0.4.2 (which seals a segment it truncates; v0.4.0 did not, and
+// could not reopen it: "sealed segment has no index block") imports
+// go-metrics/compat, which go-metrics v0.7.0 removed and nothing else of
+// v0.7.0 changed: v0.6.1 is v0.7.0 with compat.
+replace github.com/hashicorp/go-metrics => github.com/hashicorp/go-metrics v0.6.1

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
@@ -68,7 +69,7 @@ func openLogStore(dir string, bolt *raftboltdb.BoltStore, logger hclog.Logger) (
 	default:
 		return walStore{}, err
 	}
-	return openWAL(final, logger)
+	return openWAL(final, walSegmentSize, logger)
 }
 
 // walStore is a raft-wal WAL that closes its meta store too: raft-wal
@@ -87,13 +88,17 @@ func (w walStore) Close() error {
 	return err
 }
 
-func openWAL(dir string, logger hclog.Logger) (walStore, error) {
+func openWAL(dir string, segmentSize int, logger hclog.Logger) (walStore, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return walStore{}, err
 	}
+	filer := segment.NewFiler(dir, privateVFS{fs.New()})
+	if err := repairWALTail(dir, filer); err != nil {
+		return walStore{}, fmt.Errorf("repair raft log %s: %w", dir, err)
+	}
 	meta := &metadb.BoltMetaDB{}
-	w, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithSegmentFiler(segment.NewFiler(dir, privateVFS{fs.New()})),
-		wal.WithSegmentSize(walSegmentSize), wal.WithLogger(logger.Named("wal")))
+	w, err := wal.Open(dir, wal.WithMetaStore(meta), wal.WithSegmentFiler(filer),
+		wal.WithSegmentSize(segmentSize), wal.WithLogger(logger.Named("wal")))
 	if err != nil {
 		_ = meta.Close()
 		return walStore{}, fmt.Errorf("open raft log %s: %w", dir, err)
@@ -112,6 +117,80 @@ func openWAL(dir string, logger hclog.Logger) (walStore, error) {
 		return walStore{}, fmt.Errorf("restrict raft log files: %w", err)
 	}
 	return ws, nil
+}
+
+// repairWALTail finishes what a crash interrupted at the tail of the WAL,
+// which raft-wal v0.4.2's Open does not:
+//   - A full segment is sealed (its index block written and synced) by the
+//     append that fills it, and recorded as sealed in the meta store later,
+//     by a goroutine, together with the next segment. A crash in between
+//     leaves the meta store's tail sealed on disk: Open recovers it as the
+//     tail, and every append after it fails with "segment is sealed".
+//   - The meta store names a new tail segment before its file is created. A
+//     crash in between leaves a tail Open cannot open.
+//
+// Both are repaired the way raft-wal would have gone on: the sealed tail is
+// recorded as sealed and a new tail follows it; a missing tail file is
+// created (it held nothing: entries are synced into a file that exists).
+func repairWALTail(dir string, filer *segment.Filer) error {
+	meta := &metadb.BoltMetaDB{}
+	persisted, err := meta.Load(dir)
+	if err != nil {
+		return err
+	}
+	defer meta.Close()
+	if len(persisted.Segments) == 0 {
+		return nil
+	}
+	tail := persisted.Segments[len(persisted.Segments)-1]
+	if !tail.SealTime.IsZero() {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(dir, segment.FileName(tail))); errors.Is(err, os.ErrNotExist) {
+		return createSegment(filer, tail)
+	} else if err != nil {
+		return err
+	}
+	w, err := filer.RecoverTail(tail)
+	if err != nil {
+		return err
+	}
+	sealed, indexStart, err := w.Sealed()
+	last := w.LastIndex()
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || !sealed {
+		return err
+	}
+	if last < tail.BaseIndex {
+		return fmt.Errorf("segment %d (base index %d) is sealed with no entries", tail.ID, tail.BaseIndex)
+	}
+	now := time.Now()
+	tail.SealTime, tail.MaxIndex, tail.IndexStart = now, last, indexStart
+	next := types.SegmentInfo{
+		ID:         persisted.NextSegmentID,
+		BaseIndex:  last + 1,
+		MinIndex:   last + 1,
+		Codec:      tail.Codec,
+		SizeLimit:  tail.SizeLimit,
+		CreateTime: now,
+	}
+	persisted.Segments[len(persisted.Segments)-1] = tail
+	persisted.Segments = append(persisted.Segments, next)
+	persisted.NextSegmentID++
+	if err := meta.CommitState(persisted); err != nil {
+		return err
+	}
+	return createSegment(filer, next)
+}
+
+func createSegment(filer *segment.Filer, info types.SegmentInfo) error {
+	w, err := filer.Create(info)
+	if err != nil {
+		return err
+	}
+	return w.Close()
 }
 
 // privateVFS creates segment files 0600 rather than raft-wal's 0644.
@@ -146,7 +225,7 @@ func migrateBoltLogs(dir string, bolt *raftboltdb.BoltStore, logger hclog.Logger
 		return err
 	}
 	if last > 0 {
-		w, err := openWAL(tmp, logger)
+		w, err := openWAL(tmp, walSegmentSize, logger)
 		if err != nil {
 			return err
 		}

@@ -114,7 +114,7 @@ func TestLogStoreMoveCrashedBeforeRename(t *testing.T) {
 	if err := bolt.StoreLogs(want); err != nil {
 		t.Fatal(err)
 	}
-	partial, err := openWAL(filepath.Join(dir, walMigrating), hclog.NewNullLogger())
+	partial, err := openWAL(filepath.Join(dir, walMigrating), walSegmentSize, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestLogStoreMoveCrashedAfterRename(t *testing.T) {
 	if err := bolt.StoreLogs(want); err != nil {
 		t.Fatal(err)
 	}
-	done, err := openWAL(filepath.Join(dir, walDir), hclog.NewNullLogger())
+	done, err := openWAL(filepath.Join(dir, walDir), walSegmentSize, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +185,7 @@ func TestRestartFromBoltDataDir(t *testing.T) {
 	// Put the log back in raft.db, as an agent before the WAL kept it.
 	raftDir := filepath.Join(n.cfg.DataDir, "raft")
 	bolt := openBolt(t, raftDir)
-	w, err := openWAL(filepath.Join(raftDir, walDir), hclog.NewNullLogger())
+	w, err := openWAL(filepath.Join(raftDir, walDir), walSegmentSize, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func TestCommitExtRoundTrip(t *testing.T) {
 
 func openStaging(t *testing.T, dir string) (*stagingStore, walStore, *appliedIndex) {
 	t.Helper()
-	w, err := openWAL(filepath.Join(dir, walDir), hclog.NewNullLogger())
+	w, err := openWAL(filepath.Join(dir, walDir), walSegmentSize, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
