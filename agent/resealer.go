@@ -24,6 +24,14 @@ type resealer struct {
 	// poll bounds how long the resealer sleeps without a state change, so
 	// that a key installed locally is noticed.
 	poll time.Duration
+	// clean holds, for the key cleanKey, each pool whose every secret was
+	// found sealed with it, as the pool's state was then. States are
+	// immutable and any change to a pool or its tokens makes a new one, so
+	// a pool whose state is the same pointer needs no second look: after a
+	// write, only the pool it changed is walked again, not every token of
+	// every pool.
+	clean    map[string]*fsm.PoolState
+	cleanKey string
 }
 
 // resealBatch caps the secrets one SecretsReseal entry carries.
@@ -90,11 +98,21 @@ func (r *resealer) batch(state *fsm.State, primary string) (req fsm.SecretsResea
 		}
 		r.logger.Debug("cannot open a secret to seal it again", "key", id, "error", err)
 	}
+	if r.cleanKey != primary {
+		r.clean, r.cleanKey = nil, primary
+	}
+	clean := make(map[string]*fsm.PoolState, len(r.clean))
+	defer func() { r.clean = clean }()
 	n := 0
 	for _, ps := range state.Pools() {
 		if n >= resealBatch {
 			break
 		}
+		if r.clean[ps.Pool.Name] == ps {
+			clean[ps.Pool.Name] = ps
+			continue
+		}
+		before, skips := n, len(skipped)
 		stale := false
 		ps.Pool.Provider.SecretKeyIDs(func(id string) { stale = stale || id != primary })
 		if stale {
@@ -113,7 +131,7 @@ func (r *resealer) batch(state *fsm.State, primary string) (req fsm.SecretsResea
 			if n >= resealBatch {
 				break
 			}
-			if id, _ := t.Value.KeyID(); id == primary {
+			if t.Value.SealedWith(primary) {
 				continue
 			}
 			plain, err := r.a.keys.openToken(t)
@@ -129,6 +147,9 @@ func (r *resealer) batch(state *fsm.State, primary string) (req fsm.SecretsResea
 			}
 			req.Tokens = append(req.Tokens, fsm.ResealedToken{Pool: t.Pool, ID: t.ID, ModifyIndex: t.ModifyIndex, Value: sealed, Fingerprint: fp})
 			n++
+		}
+		if n == before && len(skipped) == skips && !stale && n < resealBatch {
+			clean[ps.Pool.Name] = ps
 		}
 	}
 	return req, skipped

@@ -244,6 +244,15 @@ func TestSnapshotRestoreNeedsEveryAgentsKeys(t *testing.T) {
 	h.Must(t, "PUT", "/v1/pools/here", api.PoolRequest{}, http.StatusOK, nil)
 	h.AddToken(t, "here", "value-here", 0)
 	before := stateOf(t, followers[0])
+	// The other agents learn the add's commit up to a commit timeout later.
+	testutil.WaitFor(t, 5*time.Second, func() error {
+		for _, n := range c.Running() {
+			if got := stateOf(t, n); got != before {
+				return fmt.Errorf("%s has %s, want %s", n.Name, got, before)
+			}
+		}
+		return nil
+	})
 	unchanged := func() {
 		t.Helper()
 		for _, n := range c.Running() {

@@ -67,6 +67,9 @@ type Cluster struct {
 	raftAddr  string
 	// appliedIdx, when on disk, records the applied index (commitlog.go).
 	appliedIdx *appliedIndex
+	// commits, when on disk, tracks the commit index recorded in the log
+	// (stagedcommit.go).
+	commits *commitTracker
 
 	gossip  *memberlist.Memberlist
 	members *memberTable
@@ -201,11 +204,28 @@ func (c *Cluster) setupRaft() error {
 			return fmt.Errorf("open raft store: %w", err)
 		}
 		c.closers = append(c.closers, bolt)
-		cache, err := raft.NewLogCache(512, bolt)
+		walLog, err := openLogStore(dir, bolt, c.logger)
 		if err != nil {
 			return err
 		}
-		logs, stable = cache, bolt
+		c.closers = append(c.closers, walLog)
+		if c.appliedIdx, err = openAppliedIndex(filepath.Join(dir, appliedIndexFile)); err != nil {
+			return fmt.Errorf("open applied index: %w", err)
+		}
+		c.closers = append(c.closers, c.appliedIdx)
+		staging, err := newStagingStore(walLog, c.appliedIdx)
+		if err != nil {
+			return fmt.Errorf("read the raft log: %w", err)
+		}
+		c.commits = staging.t
+		cache, err := raft.NewLogCache(512, staging)
+		if err != nil {
+			return err
+		}
+		logs, stable = trackingLogs{cache, staging.t}, bolt
+		// Only so that raft stages commit indexes with the log store
+		// (stagedcommit.go); it replays nothing itself.
+		conf.RestoreCommittedLogs = true
 		files, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, c.logger.Named("snapshot"))
 		if err != nil {
 			return fmt.Errorf("open snapshot store: %w", err)
@@ -215,17 +235,13 @@ func (c *Cluster) setupRaft() error {
 			return fmt.Errorf("restrict snapshot files: %w", err)
 		}
 		snaps = indexedSnapshots{private}
-		if c.appliedIdx, err = openAppliedIndex(filepath.Join(dir, appliedIndexFile)); err != nil {
-			return fmt.Errorf("open applied index: %w", err)
-		}
-		c.closers = append(c.closers, c.appliedIdx)
-		if err := c.replayCommitted(logs, stable, snaps, c.appliedIdx); err != nil {
+		if err := c.replayCommitted(logs, stable, snaps, max(c.appliedIdx.get(), c.commits.Durable())); err != nil {
 			return fmt.Errorf("restore state from the data dir: %w", err)
 		}
 		conf.NoSnapshotRestoreOnStart = true
 	}
 	c.logs = logs
-	fsm := &raftFSM{sm: c.sm, applied: c.applied, durable: c.appliedIdx, logger: c.logger, gate: &c.applyGate, shutdownCh: c.shutdownCh}
+	fsm := &raftFSM{sm: c.sm, applied: c.applied, durable: c.appliedIdx, commits: c.commits, logger: c.logger, gate: &c.applyGate, shutdownCh: c.shutdownCh}
 	r, err := raft.NewRaft(conf, fsm, logs, stable, snaps, voteGuard{c.transport, c.logger.Named("raft-net")})
 	if err != nil {
 		return fmt.Errorf("start raft: %w", err)
@@ -442,6 +458,9 @@ type raftFSM struct {
 	// durable, when on disk, records each batch's index before the batch
 	// is applied (commitlog.go).
 	durable *appliedIndex
+	// commits says up to which index the log itself records entries as
+	// committed: a batch at or below it needs no sync of its own.
+	commits *commitTracker
 	logger  hclog.Logger
 	// gate holds batches back while a test blocks them (faults.go).
 	gate       *applyGate
@@ -462,7 +481,7 @@ func (f *raftFSM) ApplyBatch(logs []*raft.Log) []any {
 	if last <= applied {
 		return out
 	}
-	if f.durable != nil {
+	if f.durable != nil && (f.commits == nil || f.commits.Durable() < last) {
 		if err := f.durable.save(last); err != nil {
 			f.logger.Error("cannot record the applied index; after a crash this agent waits for a leader to serve its newest state", "index", last, "error", err)
 		}

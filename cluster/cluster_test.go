@@ -490,7 +490,9 @@ func TestConfigRejectsWildcardAndBadAddresses(t *testing.T) {
 
 // Every agent records an index durably before the state it names becomes
 // visible, so whatever a reader saw survives a crash: sampled while writes
-// flow, the recorded index is never behind the applied one.
+// flow, the recorded index — in the applied-index file, or in the log with
+// an append that returned (stagedcommit.go) — is never behind the applied
+// one.
 func TestAppliedIndexDurableBeforeVisible(t *testing.T) {
 	tc := newTestCluster(t)
 	for range 3 {
@@ -521,7 +523,7 @@ func TestAppliedIndexDurableBeforeVisible(t *testing.T) {
 	check := func() {
 		for _, n := range tc.nodes {
 			applied := n.sm.AppliedIndex()
-			recorded := readAppliedIndex(t, n.cfg.DataDir)
+			recorded := max(readAppliedIndex(t, n.cfg.DataDir), n.commits.Durable())
 			if recorded < applied {
 				t.Fatalf("%s: applied index %d visible, only %d recorded", n.cfg.NodeName, applied, recorded)
 			}
@@ -541,7 +543,7 @@ func TestAppliedIndexDurableBeforeVisible(t *testing.T) {
 	}
 	waitFor(t, 5*time.Second, func() error {
 		for _, n := range tc.nodes {
-			if got := readAppliedIndex(t, n.cfg.DataDir); got < last.Load() {
+			if got := max(readAppliedIndex(t, n.cfg.DataDir), n.commits.Durable()); got < last.Load() {
 				return fmt.Errorf("%s recorded %d, want %d", n.cfg.NodeName, got, last.Load())
 			}
 		}

@@ -40,7 +40,10 @@ import (
 // state machine already holds, which raftFSM skips by index.
 //
 // The cost is one fsync of 16 bytes per applied batch (80–120 µs on the test
-// machine), paid by the FSM goroutine before the batch shows. Nothing a
+// machine), paid by the FSM goroutine before the batch shows — except where
+// the log append that brought newer entries already recorded the batch as
+// committed (a follower under steady writes: stagedcommit.go), which that
+// append's own sync made durable. Nothing a
 // reader or a writer was ever shown is lost by a crash: a write is
 // acknowledged only after the acknowledging agent applied it. An agent that
 // had not yet learned a write was committed (within one CommitTimeout of
@@ -133,7 +136,8 @@ func (a *appliedIndex) Close() error { return a.f.Close() }
 
 // replayCommitted brings the state machine to the applied index this agent
 // recorded, from the latest readable snapshot and the log.
-func (c *Cluster) replayCommitted(logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, applied *appliedIndex) error {
+// recorded is the highest index the data dir records as committed.
+func (c *Cluster) replayCommitted(logs raft.LogStore, stable raft.StableStore, snaps raft.SnapshotStore, recorded uint64) error {
 	metas, err := snaps.List()
 	if err != nil {
 		return fmt.Errorf("list snapshots: %w", err)
@@ -157,7 +161,7 @@ func (c *Cluster) replayCommitted(logs raft.LogStore, stable raft.StableStore, s
 	if len(metas) > 0 && from == 0 {
 		return errors.New("no snapshot in the data dir could be restored")
 	}
-	commit := applied.get()
+	commit := recorded
 	if legacy, err := stable.GetUint64(keyCommitIndex); err == nil {
 		commit = max(commit, legacy)
 	} else if !errors.Is(err, raftboltdb.ErrKeyNotFound) {

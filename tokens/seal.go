@@ -58,6 +58,17 @@ func (s Sealed) KeyID() (string, error) {
 	return hex.EncodeToString(s[2:sealHeader]), nil
 }
 
+// SealedWith reports whether s is well formed and sealed with the key id,
+// as KeyID would say, without allocating.
+func (s Sealed) SealedWith(id string) bool {
+	if s.Check() != nil || len(id) != 2*keyIDLen {
+		return false
+	}
+	var buf [2 * keyIDLen]byte
+	hex.Encode(buf[:], s[2:sealHeader])
+	return string(buf[:]) == id
+}
+
 // Legacy reports whether s holds a plaintext value: state written before
 // tokend sealed secrets. Such values stay readable, and the leader seals
 // them (see the agent's resealer).

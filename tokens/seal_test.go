@@ -124,6 +124,27 @@ func TestSealedCheckRejectsPlaintext(t *testing.T) {
 	}
 }
 
+func TestSealedWith(t *testing.T) {
+	a, b := testKey(t), testKey(t)
+	kr := testKeyring(t, a, b)
+	ids := kr.IDs()
+	s, err := kr.Seal(ids[0], Secret(secretValue), TokenAAD("p", "tok_1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.SealedWith(ids[0]) || s.SealedWith(ids[1]) || s.SealedWith("") || s.SealedWith(ids[0]+"0") {
+		t.Fatalf("SealedWith disagrees with KeyID %s (other key %s)", ids[0], ids[1])
+	}
+	for _, v := range []Sealed{nil, Sealed("ghp_plain"), Sealed{sealMagic, sealVersion, 1, 2}} {
+		if v.SealedWith(ids[0]) {
+			t.Errorf("SealedWith(%x) = true for a value that is not sealed", []byte(v))
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { s.SealedWith(ids[0]) }); n != 0 {
+		t.Errorf("SealedWith allocates %v times", n)
+	}
+}
+
 func TestKeyringChanges(t *testing.T) {
 	k1, k2 := testKey(t), testKey(t)
 	kr := testKeyring(t, k1)

@@ -32,7 +32,7 @@ const module = "github.com/tokend/tokend"
 var allowed = map[string][]string{
 	"tokens":                 {},
 	"fsm":                    {"tokens", "github.com/hashicorp/go-hclog"},
-	"cluster":                {"tokens", "internal/atomicfile", "github.com/hashicorp/go-hclog", "github.com/hashicorp/raft", "github.com/hashicorp/raft-boltdb/v2", "github.com/hashicorp/memberlist"},
+	"cluster":                {"tokens", "internal/atomicfile", "github.com/hashicorp/go-hclog", "github.com/hashicorp/raft", "github.com/hashicorp/raft-boltdb/v2", "github.com/hashicorp/raft-wal", "github.com/hashicorp/memberlist", "golang.org/x/sys/unix"},
 	"api":                    {"tokens", "github.com/hashicorp/go-hclog", "golang.org/x/time/rate"},
 	"api/client":             {"api"},
 	"agent":                  {"api", "cluster", "internal/atomicfile", "fsm", "tokens", "tokens/provider/exec", "tokens/provider/http", "tokens/provider/oauth2", "github.com/hashicorp/go-hclog", "github.com/prometheus/client_golang", "golang.org/x/sys/unix"},

@@ -184,26 +184,61 @@ func markdownReport(rep report, withEtcd bool, bodyLen int) string {
 func runReport(args []string) error {
 	fs := flag.NewFlagSet("report", flag.ExitOnError)
 	_ = fs.Parse(args)
-	if fs.NArg() != 1 {
-		return errors.New("usage: tokend-bench report RESULTS.json")
+	if fs.NArg() < 1 {
+		return errors.New("usage: tokend-bench report RESULTS.json [MORE.json ...]")
 	}
-	b, err := os.ReadFile(fs.Arg(0))
-	if err != nil {
-		return err
+	var bs [][]byte
+	for _, name := range fs.Args() {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			return err
+		}
+		bs = append(bs, b)
 	}
-	md, err := renderReport(b)
+	md, err := renderReport(bs...)
 	if err != nil {
-		return fmt.Errorf("%s: %w", fs.Arg(0), err)
+		return fmt.Errorf("%s: %w", strings.Join(fs.Args(), ", "), err)
 	}
 	fmt.Print(md)
 	return nil
 }
 
-// renderReport is the markdown of a suite's JSON report.
-func renderReport(b []byte) (string, error) {
+// renderReport is the markdown of a suite's JSON report. Several reports of
+// the same groups (suites run one after another, say interleaved with
+// another build's) are merged as one: their rounds follow each other, and
+// medians and per-round ratios are taken over all of them.
+func renderReport(bs ...[]byte) (string, error) {
 	var rep report
-	if err := json.Unmarshal(b, &rep); err != nil {
-		return "", err
+	for i, b := range bs {
+		var r report
+		if err := json.Unmarshal(b, &r); err != nil {
+			return "", err
+		}
+		if i == 0 {
+			rep = r
+			continue
+		}
+		a, _ := json.Marshal(rep.Groups)
+		g, _ := json.Marshal(r.Groups)
+		if string(a) != string(g) {
+			return "", fmt.Errorf("report %d has other groups than the first: %s, not %s", i+1, g, a)
+		}
+		next := 0
+		for _, s := range rep.Samples {
+			next = max(next, s.Round+1)
+		}
+		for _, s := range r.Samples {
+			s.Round += next
+			rep.Samples = append(rep.Samples, s)
+		}
+		rep.Command += " ; " + r.Command
+		rep.LoadEnd = r.LoadEnd
+		rep.Duration += r.Duration
+		if n, ok := rep.Config["rounds"].(float64); ok {
+			if m, ok := r.Config["rounds"].(float64); ok {
+				rep.Config["rounds"] = n + m
+			}
+		}
 	}
 	withEtcd := rep.Config["etcd_version"] != nil && rep.Config["etcd_version"] != ""
 	if len(rep.Groups) == 0 { // written before reports held their groups

@@ -10,7 +10,7 @@
 //	                             waits for ^C: for load runs and profiling by hand
 //	tokend-bench load [flags]    one closed-loop run against one target
 //	tokend-bench floor [flags]   the floor server (the suite starts it)
-//	tokend-bench report FILE     a suite's markdown again from its JSON (-json)
+//	tokend-bench report FILE...  a suite's markdown again from its JSON (-json); several suites' merged
 //
 // It lives in its own module (bench/) so that etcd's client and gRPC stay
 // out of tokend's go.mod; it builds against the tokend tree next to it.

@@ -54,3 +54,47 @@ func TestReportRendersAgain(t *testing.T) {
 		}
 	}
 }
+
+// Reports of the same groups merge: their rounds add up, medians and
+// per-round ratios are over all of them; reports of other groups do not.
+func TestReportMergesSuites(t *testing.T) {
+	res := func(tput float64) load.Result {
+		return load.Result{Throughput: tput, Latency: stats.Summary{N: 100, P50: time.Millisecond, P99: time.Millisecond, P999: time.Millisecond}}
+	}
+	one := func(tokend, etcd float64) []byte {
+		rep := report{
+			Command: "suite",
+			Config:  map[string]any{"rounds": 1, "write_clients": []int{1}, "etcd_version": "3.4.23"},
+			Groups:  suite.Groups(nil, []int{1}, true),
+			Samples: []suite.Sample{
+				{Step: suite.Step{Round: 0, Group: 0, Target: suite.TokendAdd}, Result: res(tokend)},
+				{Step: suite.Step{Round: 0, Group: 0, Target: suite.EtcdPut}, Result: res(etcd)},
+			},
+		}
+		b, err := json.Marshal(rep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	md, err := renderReport(one(1000, 1000), one(2000, 1000), one(3000, 1000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"| write | 1 | tokend token add | 2 000 | 1 000–3 000 |",
+		"2.00×", // median of the per-round ratios 1, 2, 3
+		"3 rounds interleaved",
+	} {
+		if !strings.Contains(md, want) {
+			t.Errorf("no %q in\n%s", want, md)
+		}
+	}
+	other, err := json.Marshal(report{Groups: suite.Groups(nil, []int{16}, true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := renderReport(one(1000, 1000), other); err == nil {
+		t.Error("merged reports of different groups")
+	}
+}
