@@ -32,7 +32,7 @@ type TokendNode struct {
 // TokendCluster is n agents on loopback started from the built binary the
 // way e2e/harness_test.go starts them: own data dirs, one keyring file,
 // --bootstrap-expect n, each joining the others, ACLs off, default Raft
-// timing and log level.
+// timing (unless StartTokendWith gives --raft-multiplier) and log level.
 type TokendCluster struct {
 	Nodes []*TokendNode
 }
