@@ -7,7 +7,7 @@ FUZZTIME  ?= 2m
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BANNER    := !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 
-.PHONY: all build run test bench bench-go bench-compare bench-smoke e2e e2e-docker e2e-docker-if-reachable chaos soak lint fuzz clean docker
+.PHONY: all build run test bench bench-go bench-compare bench-failover bench-smoke e2e e2e-docker e2e-docker-if-reachable chaos soak lint fuzz clean docker
 
 all: build
 
@@ -56,8 +56,8 @@ e2e-docker-if-reachable:
 	  echo "container fault suite passed in $$(( $$(date +%s) - start )) s"; \
 	fi
 
-## bench: the Go benchmarks, then the comparative suite; results go in BENCHMARKS.md
-bench: bench-go bench-compare
+## bench: the Go benchmarks, the comparative suite, then the failover measurements (about 1.5 min); results go in BENCHMARKS.md
+bench: bench-go bench-compare bench-failover
 
 ## bench-go: Go benchmarks (go test -bench) of every package
 bench-go:
@@ -66,6 +66,16 @@ bench-go:
 ## bench-compare: tokend against the floor server and etcd on loopback (bench/run.sh; knobs BENCH_DURATION, BENCH_ROUNDS, … there)
 bench-compare:
 	sh bench/run.sh
+
+## bench-failover: leader SIGKILL → first write committed by the new leader, and report on a follower → no agent serves the token, on a 3-agent loopback cluster at the default Raft multiplier and at 1 (knobs FAILOVER_KILLS, FAILOVER_REPORTS; tables in bin/bench/failover-*.md, samples in …json)
+FAILOVER_KILLS   ?= 20
+FAILOVER_REPORTS ?= 200
+bench-failover:
+	mkdir -p bin/bench
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/tokend ./cmd/tokend
+	cd bench && CGO_ENABLED=0 $(GO) build -trimpath -o ../bin/tokend-bench ./cmd/tokend-bench
+	bin/tokend-bench failover -tokend bin/tokend -kills $(FAILOVER_KILLS) -reports $(FAILOVER_REPORTS) -json bin/bench/failover-default.json >bin/bench/failover-default.md && cat bin/bench/failover-default.md
+	bin/tokend-bench failover -tokend bin/tokend -raft-multiplier 1 -kills $(FAILOVER_KILLS) -reports $(FAILOVER_REPORTS) -json bin/bench/failover-m1.json >bin/bench/failover-m1.md && cat bin/bench/failover-m1.md
 
 ## bench-smoke: start every server of the comparative suite, run each system briefly, check all is cleaned up
 bench-smoke:

@@ -194,7 +194,8 @@ func New(cfg Config) (*Agent, error) {
 	close(a.ready)
 	a.logger.Info("agent started", "node", cfg.NodeName, "id", id, "http", a.httpAddr, "socket", cfg.SocketPath,
 		"raft", a.cluster.RaftAddr(), "gossip", a.cluster.GossipAddr(), "region", cfg.Region, "zone", cfg.Zone,
-		"tls", tlsc != nil, "gossip_encryption", a.cluster.GossipEncrypted())
+		"tls", tlsc != nil, "gossip_encryption", a.cluster.GossipEncrypted(),
+		"raft_multiplier", cfg.RaftMultiplier, "raft_heartbeat", cfg.Timing.RaftHeartbeat, "raft_commit", cfg.Timing.RaftCommit)
 	return a, nil
 }
 

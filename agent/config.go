@@ -25,6 +25,12 @@ const (
 	// DefaultMaxVoters and DefaultDeadServerTimeout are the cluster's.
 	DefaultMaxVoters         = cluster.DefaultMaxVoters
 	DefaultDeadServerTimeout = cluster.DefaultDeadServerTimeout
+	// The range and default of --raft-multiplier, and the Raft timeout it
+	// multiplies, are the cluster's.
+	MinRaftMultiplier     = cluster.MinRaftMultiplier
+	MaxRaftMultiplier     = cluster.MaxRaftMultiplier
+	DefaultRaftMultiplier = cluster.DefaultRaftMultiplier
+	RaftTimingUnit        = cluster.RaftTimingUnit
 	// maxSocketPath is the longest path a unix socket may have on Linux.
 	maxSocketPath = 107
 )
@@ -49,6 +55,11 @@ type Config struct {
 	Dev bool
 	// Timing overrides cluster.DefaultTiming (tests use FastTiming).
 	Timing cluster.Timing
+	// RaftMultiplier (1 to 10) scales the Raft heartbeat, election and
+	// leader lease timeouts of Timing (cluster.Timing.WithRaftMultiplier):
+	// 1 fails over fastest, the default 5 is DefaultTiming's 1 s. 0 leaves
+	// Timing as it is, and gives a production agent the default.
+	RaftMultiplier int
 	// ReportCommitWait is how long a report request waits for its change
 	// to commit before answering 202 and leaving it to the retry queue.
 	ReportCommitWait time.Duration
@@ -126,6 +137,9 @@ func (c *Config) normalize() error {
 	} else if c.DataDir == "" {
 		return fmt.Errorf("--data-dir is required (or run a throwaway agent with --dev)")
 	}
+	if err := c.applyRaftMultiplier(); err != nil {
+		return err
+	}
 	if c.HTTPAddr == "" {
 		c.HTTPAddr = DefaultHTTPAddr
 	}
@@ -170,6 +184,36 @@ func (c *Config) normalize() error {
 		if u, err := url.Parse(c.AlertWebhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("--alert-webhook %q must be an http or https URL", c.AlertWebhook)
 		}
+	}
+	return nil
+}
+
+// applyRaftMultiplier checks RaftMultiplier and scales Timing by it; a
+// production agent without either runs on the default multiplier.
+func (c *Config) applyRaftMultiplier() error {
+	m := c.RaftMultiplier
+	if m == 0 {
+		if c.Timing != (cluster.Timing{}) {
+			return nil
+		}
+		m = cluster.DefaultRaftMultiplier
+	}
+	if err := CheckRaftMultiplier(m); err != nil {
+		return err
+	}
+	if c.Timing == (cluster.Timing{}) {
+		c.Timing = cluster.DefaultTiming()
+	}
+	c.Timing = c.Timing.WithRaftMultiplier(m)
+	c.RaftMultiplier = m
+	return nil
+}
+
+// CheckRaftMultiplier says why m cannot be a --raft-multiplier.
+func CheckRaftMultiplier(m int) error {
+	if m < MinRaftMultiplier || m > MaxRaftMultiplier {
+		return fmt.Errorf("--raft-multiplier %d is out of range: it must be %d to %d (%d fails over fastest, %d is the default)",
+			m, MinRaftMultiplier, MaxRaftMultiplier, MinRaftMultiplier, DefaultRaftMultiplier)
 	}
 	return nil
 }

@@ -112,6 +112,33 @@ func DefaultTiming() Timing {
 	}
 }
 
+// The Raft multiplier scales the timing that decides how fast a dead
+// leader is replaced, the way Consul's performance.raft_multiplier does:
+// RaftHeartbeat and RaftElection are RaftTimingUnit × multiplier and
+// RaftLeaderLease half of that. DefaultRaftMultiplier gives DefaultTiming's
+// 1 s, safe over a WAN and on loaded machines; 1 replaces a dead leader
+// fastest but deposes a healthy one that stalls (a GC pause, a slow disk,
+// a congested link) for more than 200 ms. RaftCommit is not scaled: it is
+// not a failure detector but how often a leader tells its followers what
+// committed, so it bounds how long a reported token stays served on other
+// agents, whatever the multiplier.
+const (
+	MinRaftMultiplier     = 1
+	MaxRaftMultiplier     = 10
+	DefaultRaftMultiplier = 5
+	RaftTimingUnit        = 200 * time.Millisecond
+)
+
+// WithRaftMultiplier returns t with its Raft heartbeat, election and leader
+// lease timeouts scaled by m (MinRaftMultiplier to MaxRaftMultiplier; the
+// caller checks the range).
+func (t Timing) WithRaftMultiplier(m int) Timing {
+	t.RaftHeartbeat = time.Duration(m) * RaftTimingUnit
+	t.RaftElection = time.Duration(m) * RaftTimingUnit
+	t.RaftLeaderLease = time.Duration(m) * RaftTimingUnit / 2
+	return t
+}
+
 // FastTiming is for tests and dev agents on one machine: 50 ms Raft and
 // 100 ms gossip.
 func FastTiming() Timing {

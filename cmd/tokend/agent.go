@@ -41,6 +41,14 @@ memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketP
 			if cfg.Dev && !cmd.Flags().Changed("acl") {
 				cfg.ACL = false
 			}
+			if cmd.Flags().Changed("raft-multiplier") {
+				// The agent takes 0 for "not given": refuse it here.
+				if err := agent.CheckRaftMultiplier(cfg.RaftMultiplier); err != nil {
+					return err
+				}
+			} else if cfg.Dev {
+				cfg.RaftMultiplier = 0 // the dev agent's 50 ms test timing
+			}
 			cfg.TLSAPIClientCertOptional = !tlsVerifyIncomingAPI
 			cfg.Logger = hclog.New(&hclog.LoggerOptions{
 				Name:       "tokend",
@@ -66,6 +74,8 @@ memory, bootstraps itself and listens on 127.0.0.1:8550 and ` + agent.DevSocketP
 	f.BoolVar(&cfg.Dev, "dev", false, "run a single in-memory dev agent that needs nothing else")
 	f.BoolVar(&cfg.NonVoter, "non-voter", false, "replicate and serve, but never vote in Raft")
 	f.IntVar(&cfg.MaxVoters, "max-voters", agent.DefaultMaxVoters, "most servers the leader promotes to voters")
+	f.IntVar(&cfg.RaftMultiplier, "raft-multiplier", agent.DefaultRaftMultiplier, fmt.Sprintf("scales Raft's leader failure detection: heartbeat and election timeouts are %s × this, %d to %d; %d fails over fastest (a LAN of healthy hosts), the default %d (1s) is safe over a WAN and on loaded hosts; --dev runs on 50ms unless it is given",
+		agent.RaftTimingUnit, agent.MinRaftMultiplier, agent.MaxRaftMultiplier, agent.MinRaftMultiplier, agent.DefaultRaftMultiplier))
 	f.DurationVar(&cfg.DeadServerTimeout, "dead-server-timeout", agent.DefaultDeadServerTimeout, "how long a server must be failed before the leader removes it from Raft")
 	f.StringVar(&cfg.EncryptKeyFile, "encrypt-key-file", "", "file holding the keyring that seals secrets: one base64 key per line (tokend keygen); or set "+agent.EnvEncryptKey)
 	f.BoolVar(&cfg.ACL, "acl", true, "require an ACL token on the TCP API (default true, false with --dev); bootstrap with tokend acl bootstrap")

@@ -38,7 +38,7 @@ func agentFlags(t *testing.T, args ...string) (map[string]string, error) {
 	}
 	err = applyConfigFiles(cmd.Flags(), files)
 	got := map[string]string{}
-	for _, name := range []string{"data-dir", "join", "acl", "dev", "max-voters", "dead-server-timeout", "report-rate", "encrypt-key-file", "log-json", "region", "gossip-key", "tls-ca-file", "tls-cert-file", "tls-key-file", "tls-verify-incoming-api"} {
+	for _, name := range []string{"data-dir", "join", "acl", "dev", "max-voters", "raft-multiplier", "dead-server-timeout", "report-rate", "encrypt-key-file", "log-json", "region", "gossip-key", "tls-ca-file", "tls-cert-file", "tls-key-file", "tls-verify-incoming-api"} {
 		got[name] = cmd.Flags().Lookup(name).Value.String()
 	}
 	return got, err
@@ -50,6 +50,7 @@ data_dir            = "/var/lib/tokend"
 join                = ["10.0.0.2:8552", "10.0.0.3:8552"]
 encrypt_key_file    = "/etc/tokend/keyring"
 max_voters          = 3
+raft_multiplier     = 1
 dead_server_timeout = "5m"
 report_rate         = 2.5
 log_json            = true
@@ -68,7 +69,7 @@ tls {
 	}
 	want := map[string]string{
 		"data-dir": "/var/lib/tokend", "join": "[10.0.0.2:8552,10.0.0.3:8552]", "acl": "false", "dev": "false",
-		"max-voters": "3", "dead-server-timeout": "5m0s", "report-rate": "2.5", "encrypt-key-file": "/etc/tokend/keyring", "log-json": "true",
+		"max-voters": "3", "raft-multiplier": "1", "dead-server-timeout": "5m0s", "report-rate": "2.5", "encrypt-key-file": "/etc/tokend/keyring", "log-json": "true",
 		"gossip-key": "c2l4dGVlbiBieXRlIGtleQ==", "tls-ca-file": "/etc/tokend/ca.pem", "tls-cert-file": "/etc/tokend/agent.pem",
 		"tls-key-file": "/etc/tokend/agent-key.pem", "tls-verify-incoming-api": "false",
 	}
@@ -134,6 +135,20 @@ func TestConfigFileErrors(t *testing.T) {
 	}
 	if _, err := agentFlags(t, "--config-file", filepath.Join(t.TempDir(), "missing.hcl")); err == nil || !strings.Contains(err.Error(), "missing.hcl") {
 		t.Fatalf("missing file: error = %v", err)
+	}
+}
+
+// A multiplier out of range, on the command line or in a file, stops the
+// agent before it starts, with the flag and the range in the error.
+func TestRaftMultiplierOutOfRange(t *testing.T) {
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"--raft-multiplier", "0"},
+		{"--raft-multiplier", "11"},
+		{"--config-file", writeConfig(t, "raft_multiplier = 11\n")},
+		{"--dev", "--raft-multiplier", "-1"},
+	} {
+		mustFail(t, "", append([]string{"agent", "--data-dir", dir}, args...), "--raft-multiplier", "out of range", "1 to 10")
 	}
 }
 

@@ -47,7 +47,7 @@ var allowed = map[string][]string{
 	"e2e":                    {"api", "api/client", "internal/testutil"},
 	"e2e/chaos":              {"api", "api/client", "internal/testutil", "github.com/anishathalye/porcupine"},
 
-	"bench/cmd/tokend-bench": {"api", "bench/internal/floor", "bench/internal/load", "bench/internal/procs", "bench/internal/suite", "bench/internal/targets"},
+	"bench/cmd/tokend-bench": {"api", "bench/internal/floor", "bench/internal/load", "bench/internal/procs", "bench/internal/stats", "bench/internal/suite", "bench/internal/targets"},
 	"bench/internal/stats":   {},
 	"bench/internal/load":    {"bench/internal/stats"},
 	"bench/internal/suite":   {"bench/internal/load", "bench/internal/stats"},

@@ -11,6 +11,9 @@
 //	tokend-bench load [flags]    one closed-loop run against one target
 //	tokend-bench floor [flags]   the floor server (the suite starts it)
 //	tokend-bench report FILE...  a suite's markdown again from its JSON (-json); several suites' merged
+//	tokend-bench failover        leader SIGKILL → first write committed by the new
+//	                             leader, and report → no agent serves the token
+//	                             (failover.go)
 //
 // It lives in its own module (bench/) so that etcd's client and gRPC stay
 // out of tokend's go.mod; it builds against the tokend tree next to it.
@@ -43,6 +46,8 @@ func main() {
 		err = runFloor(ctx, os.Args[2:])
 	case "report":
 		err = runReport(os.Args[2:])
+	case "failover":
+		err = runFailover(ctx, os.Args[2:])
 	default:
 		usage()
 	}
@@ -54,7 +59,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: tokend-bench suite|up|load|floor|report [flags]   (tokend-bench CMD -h for flags)`)
+	fmt.Fprintln(os.Stderr, `usage: tokend-bench suite|up|load|floor|report|failover [flags]   (tokend-bench CMD -h for flags)`)
 	os.Exit(2)
 }
 

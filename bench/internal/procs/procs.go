@@ -79,6 +79,12 @@ func (p *Proc) Stop() {
 	}
 }
 
+// Kill sends SIGKILL and waits until the process is gone.
+func (p *Proc) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
 // Tail is the end of the process's log, for error messages.
 func (p *Proc) Tail() string {
 	b, _ := os.ReadFile(p.LogPath)

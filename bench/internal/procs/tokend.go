@@ -23,12 +23,16 @@ type TokendNode struct {
 	HTTPAddr string // host:port
 	Socket   string
 	Proc     *Proc
+
+	bin     string
+	args    []string
+	logPath string
 }
 
 // TokendCluster is n agents on loopback started from the built binary the
 // way e2e/harness_test.go starts them: own data dirs, one keyring file,
 // --bootstrap-expect n, each joining the others, ACLs off, default Raft
-// timing and log level.
+// timing (unless StartTokendWith gives --raft-multiplier) and log level.
 type TokendCluster struct {
 	Nodes []*TokendNode
 }
@@ -36,6 +40,12 @@ type TokendCluster struct {
 // StartTokend starts n agents under dir and waits until every one reports
 // the same leader.
 func StartTokend(ctx context.Context, bin, dir string, n int) (*TokendCluster, error) {
+	return StartTokendWith(ctx, bin, dir, n, nil)
+}
+
+// StartTokendWith is StartTokend with more agent flags (--raft-multiplier 1)
+// given to every agent.
+func StartTokendWith(ctx context.Context, bin, dir string, n int, extra []string) (*TokendCluster, error) {
 	key, err := exec.Command(bin, "keygen").Output()
 	if err != nil {
 		return nil, fmt.Errorf("tokend keygen: %w", err)
@@ -72,6 +82,7 @@ func StartTokend(ctx context.Context, bin, dir string, n int) (*TokendCluster, e
 			"--acl=false",
 			"--bootstrap-expect", fmt.Sprint(n),
 		})
+		args[i] = append(args[i], extra...)
 		c.Nodes = append(c.Nodes, node)
 	}
 	for i, node := range c.Nodes {
@@ -81,12 +92,11 @@ func StartTokend(ctx context.Context, bin, dir string, n int) (*TokendCluster, e
 				a = append(a, "--join", g)
 			}
 		}
-		p, err := Start("tokend "+node.Name, bin, a, nil, filepath.Join(dir, node.Name+".log"))
-		if err != nil {
+		node.bin, node.args, node.logPath = bin, a, filepath.Join(dir, node.Name+".log")
+		if err := node.Start(); err != nil {
 			c.Stop()
 			return nil, err
 		}
-		node.Proc = p
 	}
 	if _, err := c.Leader(ctx, 30*time.Second); err != nil {
 		c.Stop()
@@ -103,6 +113,17 @@ func (c *TokendCluster) procs() []*Proc {
 		}
 	}
 	return ps
+}
+
+// Start starts the agent again, after Kill, with the flags and the data
+// dir it had: it rejoins as the same server.
+func (n *TokendNode) Start() error {
+	p, err := Start("tokend "+n.Name, n.bin, n.args, nil, n.logPath)
+	if err != nil {
+		return err
+	}
+	n.Proc = p
+	return nil
 }
 
 // Stop stops every agent.
