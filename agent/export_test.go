@@ -46,3 +46,7 @@ func (a *Agent) HealthChangesInFlight() int {
 	defer a.monitor.mu.Unlock()
 	return len(a.monitor.pending)
 }
+
+// SnapshotChecks is how many times this agent has checked a snapshot
+// file's state (decoded it, opened every value).
+func (a *Agent) SnapshotChecks() int64 { return a.snapshotChecks.Load() }

@@ -11,6 +11,7 @@
 //	tokend-bench load [flags]    one closed-loop run against one target
 //	tokend-bench floor [flags]   the floor server (the suite starts it)
 //	tokend-bench report FILE     a suite's markdown again from its JSON (-json)
+//	tokend-bench scale [flags]   10,000 tokens in 100 pools: RSS, idle CPU, snapshot round trip
 //
 // It lives in its own module (bench/) so that etcd's client and gRPC stay
 // out of tokend's go.mod; it builds against the tokend tree next to it.
@@ -43,6 +44,8 @@ func main() {
 		err = runFloor(ctx, os.Args[2:])
 	case "report":
 		err = runReport(os.Args[2:])
+	case "scale":
+		err = runScale(ctx, os.Args[2:])
 	default:
 		usage()
 	}
@@ -54,7 +57,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, `usage: tokend-bench suite|up|load|floor|report [flags]   (tokend-bench CMD -h for flags)`)
+	fmt.Fprintln(os.Stderr, `usage: tokend-bench suite|up|load|floor|report|scale [flags]   (tokend-bench CMD -h for flags)`)
 	os.Exit(2)
 }
 
