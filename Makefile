@@ -7,7 +7,7 @@ FUZZTIME  ?= 2m
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 BANNER    := !!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!
 
-.PHONY: all build run test bench bench-go bench-compare bench-failover bench-smoke e2e e2e-docker e2e-docker-if-reachable chaos soak lint fuzz clean docker
+.PHONY: all build run test bench bench-go bench-compare bench-failover bench-scale bench-smoke e2e e2e-docker e2e-docker-if-reachable chaos soak lint fuzz clean docker
 
 all: build
 
@@ -76,6 +76,15 @@ bench-failover:
 	cd bench && CGO_ENABLED=0 $(GO) build -trimpath -o ../bin/tokend-bench ./cmd/tokend-bench
 	bin/tokend-bench failover -tokend bin/tokend -kills $(FAILOVER_KILLS) -reports $(FAILOVER_REPORTS) -json bin/bench/failover-default.json >bin/bench/failover-default.md && cat bin/bench/failover-default.md
 	bin/tokend-bench failover -tokend bin/tokend -raft-multiplier 1 -kills $(FAILOVER_KILLS) -reports $(FAILOVER_REPORTS) -json bin/bench/failover-m1.json >bin/bench/failover-m1.md && cat bin/bench/failover-m1.md
+
+## bench-scale: 10,000 tokens in 100 pools on 3 agents: RSS, idle CPU, snapshot save + restore (issue 7; SCALE_ARGS for more flags, e.g. "-idle 60s -rounds 5 -keep")
+SCALE_ARGS ?=
+bench-scale:
+	mkdir -p bin
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/tokend ./cmd/tokend
+	cd bench && CGO_ENABLED=0 $(GO) build -trimpath -o ../bin/tokend-bench ./cmd/tokend-bench
+	bin/tokend-bench scale -tokend bin/tokend $(SCALE_ARGS)
+	$(GO) test -run='^$$' -bench='10k$$' -benchmem -count=1 ./fsm/
 
 ## bench-smoke: start every server of the comparative suite, run each system briefly, check all is cleaned up
 bench-smoke:

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -55,6 +56,9 @@ type Agent struct {
 	wg         sync.WaitGroup
 	shutdownMu sync.Mutex
 	shutdown   bool
+
+	// snapshotChecks counts checkSnapshot calls, for tests.
+	snapshotChecks atomic.Int64
 }
 
 // New starts an agent: its listeners are bound and serving when it returns.

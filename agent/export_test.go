@@ -46,3 +46,17 @@ func (a *Agent) HealthChangesInFlight() int {
 	defer a.monitor.mu.Unlock()
 	return len(a.monitor.pending)
 }
+
+// SnapshotChecks is how many times this agent has checked a snapshot
+// file's state (decoded it, opened every value).
+func (a *Agent) SnapshotChecks() int64 { return a.snapshotChecks.Load() }
+
+// ResealStep runs one step of this agent's resealer on its current state,
+// as the leader's task does, and says how many times it walked every
+// secret. Only on an agent that does not lead, whose resealer is not
+// running.
+func (a *Agent) ResealStep(ctx context.Context) (walks int64, err error) {
+	before := a.resealer.scans.Load()
+	err = a.resealer.step(ctx, a.fsm.State())
+	return a.resealer.scans.Load() - before, err
+}
