@@ -28,6 +28,8 @@ test:
 	$(GO) test -race -count=1 -timeout 15m ./...
 	# Allocation counts are only meaningful without the race detector.
 	$(GO) test -count=1 -run 'NotAllocate' ./...
+	# tokend's change to hashicorp/raft (third_party/raft/TOKEND.md).
+	cd third_party/raft && $(GO) vet . && $(GO) test -race -count=1 -run 'TestQuietTick|TestTickTimeout' .
 	# The load driver's own module (bench/): its unit tests need no etcd.
 	cd bench && $(GO) vet ./... && $(GO) test -race -count=1 ./...
 	@$(MAKE) --no-print-directory e2e-docker-if-reachable
@@ -57,7 +59,7 @@ e2e-docker-if-reachable:
 	fi
 
 ## bench: the Go benchmarks, the comparative suite, then the failover measurements (about 1.5 min); results go in BENCHMARKS.md
-bench: bench-go bench-compare bench-failover
+bench: bench-go bench-compare bench-failover bench-scale
 
 ## bench-go: Go benchmarks (go test -bench) of every package
 bench-go:
