@@ -260,9 +260,28 @@ func (c *Cluster) destroy() {
 	}
 	for _, nw := range []network{c.raft, c.api} {
 		if nw.name != "" {
-			if _, err := dockerCmd(ctx, "network", "rm", nw.name); err != nil {
+			if err := removeNetwork(ctx, nw.name); err != nil {
 				c.t.Errorf("cleanup: %v", err)
 			}
+		}
+	}
+}
+
+// removeNetwork removes a network whose containers were just removed. The
+// engine can still list a removed container's endpoint for a moment after
+// `docker rm -f` returns ("has active endpoints"): that is retried for a
+// while, any other error is not.
+func removeNetwork(ctx context.Context, name string) error {
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := dockerCmd(ctx, "network", "rm", name)
+		if err == nil || !strings.Contains(err.Error(), "active endpoints") || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
