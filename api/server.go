@@ -229,6 +229,13 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_ = enc.Encode(v)
 }
 
+// writeCompactJSON is writeJSON without the indentation.
+func writeCompactJSON(w http.ResponseWriter, status int, v any) {
+	w.Header()["Content-Type"] = headerJSON
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
 // decodeBody reads a JSON object into v, rejecting anything but exactly one
 // object, unknown fields, and bodies over MaxBodyBytes. Its messages name
 // the field at fault and never quote a string value from the body, which
