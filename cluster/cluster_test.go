@@ -660,36 +660,7 @@ func TestRestartReplaysSnapshotAndLog(t *testing.T) {
 		}
 	}
 	n.Shutdown()
-
-	cfg := n.cfg
-	cfg.RaftAddr, cfg.GossipAddr = n.RaftAddr(), n.GossipAddr()
-	sm := &counterSM{}
-	c, err := New(cfg, sm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Shutdown()
-	if v := sm.value(); v != 31 {
-		t.Fatalf("state right after restart = %d, want 31 (snapshot 7 + log 24)", v)
-	}
-	peers, err := c.Peers()
-	if err != nil || len(peers) != 1 || peers[0].ID != cfg.NodeID {
-		t.Fatalf("configuration after restart = %+v, %v", peers, err)
-	}
-	// Raft re-sends the replayed entries once it leads; they are not applied
-	// twice.
-	waitFor(t, 5*time.Second, func() error {
-		if !c.IsLeader() {
-			return errors.New("not leader yet")
-		}
-		return nil
-	})
-	if _, err := c.Apply(context.Background(), entry(32)); err != nil {
-		t.Fatal(err)
-	}
-	if v := sm.value(); v != 63 {
-		t.Fatalf("state after a new write = %d, want 63", v)
-	}
+	checkRestartServes31(t, n)
 }
 
 // CallLeader reaches the leader's handler from every agent, and the
@@ -768,5 +739,41 @@ func TestRaftFilesArePrivate(t *testing.T) {
 	}
 	if seen["state.bin"] == 0 || seen["meta.json"] == 0 || seen["raft.db"] != 1 {
 		t.Fatalf("walked %v: no snapshot or no raft.db", seen)
+	}
+}
+
+// checkRestartServes31 starts the stopped single-server cluster n again from
+// its data dir and checks that it holds state 31 (the counter's sum of
+// entries 1..7 and 8..31 as the tests write them) before Raft runs, keeps its
+// configuration, leads, and applies a new write exactly once: Raft re-sends
+// the replayed entries once it leads, and they are not applied twice.
+func checkRestartServes31(t *testing.T, n *testNode) {
+	t.Helper()
+	cfg := n.cfg
+	cfg.RaftAddr, cfg.GossipAddr = n.RaftAddr(), n.GossipAddr()
+	sm := &counterSM{}
+	c, err := New(cfg, sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Shutdown()
+	if v := sm.value(); v != 31 {
+		t.Fatalf("state right after restart = %d, want 31", v)
+	}
+	peers, err := c.Peers()
+	if err != nil || len(peers) != 1 || peers[0].ID != cfg.NodeID {
+		t.Fatalf("configuration after restart = %+v, %v", peers, err)
+	}
+	waitFor(t, 5*time.Second, func() error {
+		if !c.IsLeader() {
+			return errors.New("not leader yet")
+		}
+		return nil
+	})
+	if _, err := c.Apply(context.Background(), entry(32)); err != nil {
+		t.Fatal(err)
+	}
+	if v := sm.value(); v != 63 {
+		t.Fatalf("state after a new write = %d, want 63", v)
 	}
 }

@@ -77,6 +77,20 @@ func bigLogs(from, to uint64) []*raft.Log {
 	return logs
 }
 
+// walWithSealedTail returns the dir of a closed WAL holding entries 1..3
+// and the big entry 4, which sealed their segment and set off a rotation
+// that is done.
+func walWithSealedTail(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	w := reopenWAL(t, walStore{}, dir)
+	if err := w.StoreLogs(testLogs(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	sealTail(t, w, dir, 4)
+	return dir
+}
+
 // sealTail appends a big entry at index, then closes the WAL. The rotation
 // after the seal is done when sealTail returns: by the WAL, or, when Close
 // came first, by the repair of the next open.
@@ -98,12 +112,7 @@ func sealTail(t *testing.T, w walStore, dir string, index uint64) {
 // unsealed tail: raft-wal v0.4.2's Open takes it as the tail and every later
 // append fails with "segment is sealed".
 func TestWALRepairsTailSealedBeforeRotation(t *testing.T) {
-	dir := t.TempDir()
-	w := reopenWAL(t, walStore{}, dir)
-	if err := w.StoreLogs(testLogs(1, 3)); err != nil {
-		t.Fatal(err)
-	}
-	sealTail(t, w, dir, 4)
+	dir := walWithSealedTail(t)
 	// Put the meta store back as it was before the rotation: the sealed
 	// segment is the unsealed tail, the new one does not exist.
 	ps := readMeta(t, dir)
@@ -127,7 +136,7 @@ func TestWALRepairsTailSealedBeforeRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	w = reopenWAL(t, walStore{}, dir)
+	w := reopenWAL(t, walStore{}, dir)
 	if err := w.StoreLogs(testLogs(5, 6)); err != nil {
 		t.Fatalf("append after the repair: %v", err)
 	}
@@ -140,17 +149,12 @@ func TestWALRepairsTailSealedBeforeRotation(t *testing.T) {
 
 // A crash after the meta store names a new tail and before its file exists.
 func TestWALRepairsMissingTailFile(t *testing.T) {
-	dir := t.TempDir()
-	w := reopenWAL(t, walStore{}, dir)
-	if err := w.StoreLogs(testLogs(1, 3)); err != nil {
-		t.Fatal(err)
-	}
-	sealTail(t, w, dir, 4)
+	dir := walWithSealedTail(t)
 	ps := readMeta(t, dir)
 	if err := os.Remove(filepath.Join(dir, segment.FileName(ps.Segments[len(ps.Segments)-1]))); err != nil {
 		t.Fatal(err)
 	}
-	w = reopenWAL(t, walStore{}, dir)
+	w := reopenWAL(t, walStore{}, dir)
 	if err := w.StoreLogs(testLogs(5, 5)); err != nil {
 		t.Fatalf("append after the repair: %v", err)
 	}

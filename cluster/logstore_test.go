@@ -198,31 +198,5 @@ func TestRestartFromBoltDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg := n.cfg
-	cfg.RaftAddr, cfg.GossipAddr = n.RaftAddr(), n.GossipAddr()
-	sm := &counterSM{}
-	c, err := New(cfg, sm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Shutdown()
-	if v := sm.value(); v != 31 {
-		t.Fatalf("state right after restart = %d, want 31", v)
-	}
-	peers, err := c.Peers()
-	if err != nil || len(peers) != 1 || peers[0].ID != cfg.NodeID {
-		t.Fatalf("configuration after restart = %+v, %v", peers, err)
-	}
-	waitFor(t, 5*time.Second, func() error {
-		if !c.IsLeader() {
-			return errors.New("not leader yet")
-		}
-		return nil
-	})
-	if _, err := c.Apply(context.Background(), entry(32)); err != nil {
-		t.Fatal(err)
-	}
-	if v := sm.value(); v != 63 {
-		t.Fatalf("state after a new write = %d, want 63", v)
-	}
+	checkRestartServes31(t, n)
 }
