@@ -325,8 +325,22 @@ func TestSnapshotRestoreResumesOpenRotations(t *testing.T) {
 	if file.Info.Rotations != 1 {
 		t.Fatalf("the snapshot holds %d open rotations, want the one in flight", file.Info.Rotations)
 	}
-	// Restoring stops the leader's tasks, so the held call ends.
-	h.Must(t, "PUT", "/v1/snapshot", string(data), http.StatusOK, nil)
+	// Restoring stops the leader's tasks, so the held call ends. A leader
+	// deposed while the restore commits (50 ms leases on a loaded machine)
+	// answers 503 no_leader, applied or not: the restore is sent again, as
+	// an operator would, to whichever agent leads then.
+	testutil.WaitFor(t, 10*time.Second, func() error {
+		r, err := tcpClient(c.Leader()).Do("PUT", "/v1/snapshot", string(data))
+		switch {
+		case err != nil:
+			return err
+		case r.Status == http.StatusServiceUnavailable && r.ErrorCode() == "no_leader":
+			return fmt.Errorf("restore: %s", r.Body)
+		case r.Status != http.StatusOK:
+			t.Fatalf("PUT /v1/snapshot: status %d, want 200: %s", r.Status, r.Body)
+		}
+		return nil
+	})
 	testutil.WaitFor(t, 5*time.Second, func() error {
 		var evs api.Events
 		h.Must(t, "GET", "/v1/events?limit=1000", nil, http.StatusOK, &evs)
