@@ -251,7 +251,7 @@ func (s *server) fetchToken(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Compact, unlike the other endpoints' indented answers: a fetch is on
 	// the hot path of every call a client makes, read by programs, and
-	// indenting was a tenth of a busy agent's CPU.
+	// indenting was 6 % of a busy follower's CPU.
 	writeCompactJSON(w, http.StatusOK, Token{
 		ID:        t.ID,
 		Pool:      t.Pool,

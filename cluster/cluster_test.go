@@ -643,23 +643,7 @@ func readAppliedIndexFile(t *testing.T, path string) uint64 {
 // A restart restores the latest snapshot and replays the committed entries
 // after it before Raft starts, and keeps the Raft configuration.
 func TestRestartReplaysSnapshotAndLog(t *testing.T) {
-	tc := newTestCluster(t)
-	n := tc.add(1, nil)
-	tc.leader()
-	for _, v := range []uint64{1, 2, 4} {
-		if _, err := n.Apply(context.Background(), entry(v)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := n.raft.Snapshot().Error(); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []uint64{8, 16} {
-		if _, err := n.Apply(context.Background(), entry(v)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	n.Shutdown()
+	n := stoppedWith31(t)
 	checkRestartServes31(t, n)
 }
 
@@ -740,6 +724,31 @@ func TestRaftFilesArePrivate(t *testing.T) {
 	if seen["state.bin"] == 0 || seen["meta.json"] == 0 || seen["raft.db"] != 1 {
 		t.Fatalf("walked %v: no snapshot or no raft.db", seen)
 	}
+}
+
+// stoppedWith31 returns a stopped single-server cluster whose data dir
+// holds a snapshot of entries 1, 2 and 4 and, after it, entries 8 and 16
+// in the log: state 31, as checkRestartServes31 expects.
+func stoppedWith31(t *testing.T) *testNode {
+	t.Helper()
+	tc := newTestCluster(t)
+	n := tc.add(1, nil)
+	tc.leader()
+	for _, v := range []uint64{1, 2, 4} {
+		if _, err := n.Apply(context.Background(), entry(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.raft.Snapshot().Error(); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []uint64{8, 16} {
+		if _, err := n.Apply(context.Background(), entry(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.Shutdown()
+	return n
 }
 
 // checkRestartServes31 starts the stopped single-server cluster n again from

@@ -164,23 +164,7 @@ func TestLogStoreMoveCrashedAfterRename(t *testing.T) {
 // An agent whose data dir predates the WAL (its log in raft.db) restarts
 // with its committed state, its Raft configuration, and takes new writes.
 func TestRestartFromBoltDataDir(t *testing.T) {
-	tc := newTestCluster(t)
-	n := tc.add(1, nil)
-	tc.leader()
-	for _, v := range []uint64{1, 2, 4} {
-		if _, err := n.Apply(context.Background(), entry(v)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := n.raft.Snapshot().Error(); err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []uint64{8, 16} {
-		if _, err := n.Apply(context.Background(), entry(v)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	n.Shutdown()
+	n := stoppedWith31(t)
 
 	// Put the log back in raft.db, as an agent before the WAL kept it.
 	raftDir := filepath.Join(n.cfg.DataDir, "raft")
